@@ -1,0 +1,68 @@
+package v1alpha1
+
+// Condition types of an AssumedRole. They follow kstatus: Ready is the summary; Issuing is true
+// while an issuance is due or running (kstatus "Reconciling"); Stalled is true when progress needs
+// a change outside the operator.
+const (
+	// ConditionReady is True when the Secret holds valid credentials for the current spec.
+	ConditionReady = "Ready"
+	// ConditionIssuing is True while credentials are due to be (re-)issued; its reason says why.
+	ConditionIssuing = "Issuing"
+	// ConditionStalled is True when issuing cannot succeed until something changes: the spec, an
+	// AssumedRolePolicy, or the role's configuration in AWS.
+	ConditionStalled = "Stalled"
+)
+
+// Reasons used in conditions and events.
+const (
+	// ReasonIssued: credentials were issued and written to the Secret.
+	ReasonIssued = "Issued"
+	// ReasonRenewed: credentials were re-issued ahead of expiry and the Secret updated in place.
+	ReasonRenewed = "Renewed"
+	// ReasonIssueFailed: the last call to STS failed; see status.lastFailure.
+	ReasonIssueFailed = "IssueFailed"
+	// ReasonNotPermitted: no AssumedRolePolicy allows this request in this namespace.
+	ReasonNotPermitted = "NotPermitted"
+	// ReasonSecretConflict: a Secret of the target name exists and is not owned by this
+	// AssumedRole; it is left untouched.
+	ReasonSecretConflict = "SecretConflict"
+	// ReasonSourceNotReady: the AssumedRole named in source.assumedRoleRef has no valid credentials.
+	ReasonSourceNotReady = "SourceNotReady"
+	// ReasonInvalidSpec: the spec passed admission but cannot be sent to AWS as it is (for example
+	// AssumeRoot without any region).
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonRolloutRestarted: rollout restart targets were patched after a rotation.
+	ReasonRolloutRestarted = "RolloutRestarted"
+
+	// Reasons of the Issuing condition: why credentials are due, first match wins.
+
+	// ReasonSecretMissing: the Secret does not exist.
+	ReasonSecretMissing = "SecretMissing"
+	// ReasonKeysMissing: the Secret lacks keys or holds keys that do not match what was issued.
+	ReasonKeysMissing = "KeysMissing"
+	// ReasonRequestChanged: the spec asks for a different request than the one issued.
+	ReasonRequestChanged = "RequestChanged"
+	// ReasonRotationRequested: the rolekeeper.io/rotate annotation changed.
+	ReasonRotationRequested = "RotationRequested"
+	// ReasonRenewalDue: the renewal time has come.
+	ReasonRenewalDue = "RenewalDue"
+	// ReasonUpToDate: nothing is due (Issuing=False).
+	ReasonUpToDate = "UpToDate"
+)
+
+// Labels and annotations the operator sets or reads.
+const (
+	// LabelAssumedRole is set on every Secret the operator owns, to the AssumedRole's name. Only
+	// Secrets with this label are cached by the operator.
+	LabelAssumedRole = "rolekeeper.io/assumed-role"
+	// AnnotationExpiration on the Secret: when the credentials expire (RFC 3339).
+	AnnotationExpiration = "rolekeeper.io/expiration"
+	// AnnotationIssuedAt on the Secret: when the credentials were issued (RFC 3339).
+	AnnotationIssuedAt = "rolekeeper.io/issued-at"
+	// AnnotationRequestHash on the Secret: sha256 of the normalized STS request (no secrets).
+	AnnotationRequestHash = "rolekeeper.io/request-hash"
+	// AnnotationRotate on the AssumedRole: changing its value asks for one re-issuance.
+	AnnotationRotate = "rolekeeper.io/rotate"
+	// AnnotationRestartedAt on a workload's pod template: set after a rotation to roll its pods.
+	AnnotationRestartedAt = "rolekeeper.io/restartedAt"
+)

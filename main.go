@@ -1,0 +1,193 @@
+// Command rolekeeper is the manager of the rolekeeper operator: it keeps AWS temporary credentials
+// fresh in Secrets for every AssumedRole in the cluster.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/controllers"
+)
+
+// flags are the manager's command-line settings (DESIGN.md, "Operator flags").
+type flags struct {
+	region                string
+	stsEndpoint           string
+	useFIPSEndpoint       bool
+	useDualStackEndpoint  bool
+	stsQPS                float64
+	stsBurst              int
+	maxConcurrent         int
+	watchNamespaces       string
+	requireAccessPolicy   bool
+	sessionTags           bool
+	clusterName           string
+	leaderElect           bool
+	leaderElectionID      string
+	leaderElectionNS      string
+	metricsBindAddress    string
+	healthProbeBindAddres string
+}
+
+var regionPattern = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$`)
+
+func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
+	f := &flags{}
+	fs.StringVar(&f.region, "region", os.Getenv("AWS_REGION"), "Default AWS region for AssumedRoles that set none (default: $AWS_REGION). AssumeRoot needs a region.")
+	fs.StringVar(&f.stsEndpoint, "sts-endpoint", "", "Override the STS endpoint URL for every call (for example a VPC endpoint). Empty: the SDK's regional endpoint.")
+	fs.BoolVar(&f.useFIPSEndpoint, "use-fips-endpoint", false, "Call the FIPS variant of the STS endpoint.")
+	fs.BoolVar(&f.useDualStackEndpoint, "use-dualstack-endpoint", false, "Call the dual-stack (IPv6) variant of the STS endpoint.")
+	fs.Float64Var(&f.stsQPS, "sts-qps", 20, "Client-side limit on STS calls per second, shared by all AssumedRoles.")
+	fs.IntVar(&f.stsBurst, "sts-burst", 40, "Burst allowed above --sts-qps.")
+	fs.IntVar(&f.maxConcurrent, "max-concurrent-reconciles", 4, "AssumedRoles reconciled in parallel.")
+	fs.StringVar(&f.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch. Empty: all namespaces.")
+	fs.BoolVar(&f.requireAccessPolicy, "require-access-policy", true, "Issue credentials only when an AssumedRolePolicy allows the request.")
+	fs.BoolVar(&f.sessionTags, "session-tags", true, "Add session tags kubernetes-namespace and kubernetes-name (and kubernetes-cluster with --cluster-name) to every AssumeRole call.")
+	fs.StringVar(&f.clusterName, "cluster-name", "", "Value of the kubernetes-cluster session tag; empty: the tag is not sent.")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false, "Use leader election so that only one replica calls STS.")
+	fs.StringVar(&f.leaderElectionID, "leader-election-id", "rolekeeper.rolekeeper.io", "Name of the leader election Lease.")
+	fs.StringVar(&f.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
+	fs.StringVar(&f.metricsBindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	fs.StringVar(&f.healthProbeBindAddres, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return f, f.validate()
+}
+
+func (f *flags) validate() error {
+	var errs []error
+	if f.region != "" && !regionPattern.MatchString(f.region) {
+		errs = append(errs, fmt.Errorf("--region %q is not an AWS region code such as us-east-1", f.region))
+	}
+	if f.stsQPS <= 0 {
+		errs = append(errs, fmt.Errorf("--sts-qps must be positive, got %v", f.stsQPS))
+	}
+	if f.stsBurst < 1 {
+		errs = append(errs, fmt.Errorf("--sts-burst must be at least 1, got %d", f.stsBurst))
+	}
+	if f.maxConcurrent < 1 {
+		errs = append(errs, fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", f.maxConcurrent))
+	}
+	if f.stsEndpoint != "" && !strings.HasPrefix(f.stsEndpoint, "https://") && !strings.HasPrefix(f.stsEndpoint, "http://") {
+		errs = append(errs, fmt.Errorf("--sts-endpoint must be a URL starting with https://, got %q", f.stsEndpoint))
+	}
+	return errors.Join(errs...)
+}
+
+func (f *flags) namespaces() []string {
+	var out []string
+	for _, ns := range strings.Split(f.watchNamespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+func main() {
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	f, err := parseFlags(flag.CommandLine, os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rolekeeper:", err)
+		os.Exit(2)
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if err := run(f); err != nil {
+		ctrl.Log.Error(err, "manager stopped")
+		os.Exit(1)
+	}
+}
+
+func newScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := rkv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// cacheOptions caches only the Secrets the operator owns (labelled rolekeeper.io/assumed-role):
+// caching every Secret in a cluster costs memory proportional to all of them.
+func cacheOptions(namespaces []string) cache.Options {
+	owned, err := labels.NewRequirement(rkv1.LabelAssumedRole, selection.Exists, nil)
+	if err != nil {
+		panic(err)
+	}
+	opts := cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.NewSelector().Add(*owned)},
+		},
+	}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
+}
+
+func run(f *flags) error {
+	log := ctrl.Log.WithName("setup")
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  newScheme(),
+		Cache:                   cacheOptions(f.namespaces()),
+		Metrics:                 metricsserver.Options{BindAddress: f.metricsBindAddress},
+		HealthProbeBindAddress:  f.healthProbeBindAddres,
+		LeaderElection:          f.leaderElect,
+		LeaderElectionID:        f.leaderElectionID,
+		LeaderElectionNamespace: f.leaderElectionNS,
+		// A leader that steps down stops calling STS at once; the next one reads state from the
+		// Secrets, so nothing is lost by releasing the lease on shutdown.
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+	opts := controllers.Options{
+		Region:                  f.region,
+		RequireAccessPolicy:     f.requireAccessPolicy,
+		SessionTags:             f.sessionTags,
+		ClusterName:             f.clusterName,
+		MaxConcurrentReconciles: f.maxConcurrent,
+		SlowRetry:               10 * time.Minute,
+	}
+	if err := (&controllers.AssumedRoleReconciler{Client: mgr.GetClient(), Options: opts}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the AssumedRole controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	log.Info("starting manager", "region", f.region, "watchNamespaces", f.namespaces(), "requireAccessPolicy", f.requireAccessPolicy, "leaderElect", f.leaderElect)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
