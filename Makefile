@@ -8,6 +8,8 @@ GOLANGCI_LINT_VERSION  ?= v2.15.0
 KUBE_VERSION ?= 1.37.2
 ETCD_VERSION ?= 3.6.16
 ASSETS := $(BIN)/k8s/$(KUBE_VERSION)-etcd$(ETCD_VERSION)
+MINIO_VERSION ?= v0.0.0-20260212201848-7aac2a2c5b7c
+MINIO := $(BIN)/minio-$(MINIO_VERSION)/minio
 
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 GOLANGCI_LINT  := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
@@ -52,9 +54,19 @@ control-plane: $(ASSETS)/kube-apiserver ## Build kube-apiserver and etcd for env
 $(ASSETS)/kube-apiserver:
 	KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) ASSETS_DIR=$(ASSETS) hack/build-control-plane.sh
 
+$(MINIO):
+	MINIO_VERSION=$(MINIO_VERSION) hack/build-minio.sh
+
+.PHONY: minio
+minio: $(MINIO) ## Build MinIO, the independent STS AssumeRole peer, from its Go module.
+
 .PHONY: test
-test: control-plane ## Unit and integration (envtest) tests.
-	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test $(TEST_FLAGS) ./...
+test: control-plane minio ## Unit and integration (envtest) tests, including the STS conformance tests.
+	KUBEBUILDER_ASSETS=$(ASSETS) MINIO_BIN=$(MINIO) $(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: bench
+bench: ## Benchmarks of the STS client, emulator and pure code.
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime=1x ./pkg/... | tee bin/bench.txt
 
 ##@ Build and run
 

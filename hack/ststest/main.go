@@ -1,0 +1,69 @@
+// Command ststest runs the rolekeeper STS emulator (pkg/sts/ststest) as a process, for the demo
+// and end-to-end tests. STS answers on /, the test controls on /_ststest/.
+//
+//	go run ./hack/ststest -addr 127.0.0.1:8900 -time-scale 60
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:0", "listen address (port 0 picks a free port)")
+	accessKey := flag.String("access-key", "AKIAROLEKEEPERDEMO01", "access key id the operator signs with")
+	secretKey := flag.String("secret-key", "rolekeeper-demo-secret-key-000000000000", "secret access key of -access-key")
+	arn := flag.String("arn", "arn:aws:iam::000000000000:user/rolekeeper", "identity of -access-key")
+	timeScale := flag.Float64("time-scale", 1, "divide granted lifetimes by this: 60 makes a 900 s session last 15 s")
+	strict := flag.Bool("strict-roles", false, "refuse roles that have no rule (set rules with POST /_ststest/role)")
+	urlFile := flag.String("url-file", "", "write the base URL to this file once listening")
+	flag.Parse()
+	if err := run(*addr, *accessKey, *secretKey, *arn, *timeScale, *strict, *urlFile); err != nil {
+		fmt.Fprintln(os.Stderr, "ststest:", err)
+		os.Exit(1)
+	}
+}
+
+func run(addr, accessKey, secretKey, arn string, timeScale float64, strict bool, urlFile string) error {
+	if !strings.HasPrefix(arn, "arn:") {
+		return errors.New("-arn must be an ARN")
+	}
+	srv := ststest.New(ststest.Options{
+		Principals:  []ststest.Principal{{AccessKeyID: accessKey, SecretAccessKey: secretKey, Arn: arn}},
+		TimeScale:   timeScale,
+		StrictRoles: strict,
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/_ststest/", srv.ControlHandler())
+	mux.Handle("/", srv)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	url := "http://" + l.Addr().String()
+	if urlFile != "" {
+		if err := os.WriteFile(urlFile, []byte(url), 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("ststest listening on %s (time scale %g)\n", url, timeScale)
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	errc := make(chan error, 1)
+	go func() { errc <- http.Serve(l, mux) }()
+	select {
+	case <-stop:
+		return l.Close()
+	case err := <-errc:
+		return err
+	}
+}

@@ -1,0 +1,324 @@
+package sts
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	awssts "github.com/aws/aws-sdk-go-v2/service/sts"
+	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
+	"github.com/aws/smithy-go/middleware"
+	"golang.org/x/time/rate"
+	"k8s.io/utils/clock"
+)
+
+// Options configure a Client. Zero values take the documented defaults.
+type Options struct {
+	// Region is used when a request names none.
+	Region string
+	// Endpoint overrides the STS endpoint URL for every call. Only the operator sets it.
+	Endpoint string
+	// UseFIPS and UseDualStack pick endpoint variants.
+	UseFIPS, UseDualStack bool
+	// QPS and Burst bound calls to STS across all requests of this client, counting each SDK
+	// retry attempt. Default 20 and 40.
+	QPS   float64
+	Burst int
+	// MaxAttempts bounds SDK attempts per call, retries included. Default 3.
+	MaxAttempts int
+	// RetryMode is aws.RetryModeStandard (default) or aws.RetryModeAdaptive.
+	RetryMode aws.RetryMode
+	// Timeout bounds one call, rate-limit wait and retries included. Default 30s.
+	Timeout time.Duration
+	// HTTPClient replaces the SDK's HTTP client (tests).
+	HTTPClient aws.HTTPClient
+	// Clock stamps Result.IssuedAt. Default: the real clock.
+	Clock clock.PassiveClock
+	// Observe, when set, is told of every call: the operation, its outcome ("OK" or the error
+	// code) and how long it took.
+	Observe func(operation, code string, took time.Duration)
+}
+
+// Client calls STS through aws-sdk-go-v2. It is safe for concurrent use.
+type Client struct {
+	base    aws.Config
+	opts    Options
+	limiter *rate.Limiter
+
+	mu       sync.Mutex
+	regional map[string]*awssts.Client
+}
+
+// Identity is what GetCallerIdentity returns.
+type Identity struct {
+	Account, Arn, UserID string
+}
+
+// LoadDefault builds a Client on the SDK's default credential chain: environment, shared config
+// and credentials files, IRSA web identity, EKS Pod Identity, then instance metadata.
+func LoadDefault(ctx context.Context, opts Options) (*Client, error) {
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(opts.Region))
+	if err != nil {
+		return nil, fmt.Errorf("loading the AWS configuration: %w", err)
+	}
+	return New(cfg, opts), nil
+}
+
+// New builds a Client on an aws.Config, whose credentials sign every call that names no source.
+func New(cfg aws.Config, opts Options) *Client {
+	if opts.QPS <= 0 {
+		opts.QPS = 20
+	}
+	if opts.Burst < 1 {
+		opts.Burst = 40
+	}
+	if opts.MaxAttempts < 1 {
+		opts.MaxAttempts = 3
+	}
+	if opts.RetryMode == "" {
+		opts.RetryMode = aws.RetryModeStandard
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.Region == "" {
+		opts.Region = cfg.Region
+	}
+	if opts.HTTPClient != nil {
+		cfg.HTTPClient = opts.HTTPClient
+	}
+	return &Client{
+		base:     cfg,
+		opts:     opts,
+		limiter:  rate.NewLimiter(rate.Limit(opts.QPS), opts.Burst),
+		regional: map[string]*awssts.Client{},
+	}
+}
+
+// Region returns the client's default region.
+func (c *Client) Region() string { return c.opts.Region }
+
+func (c *Client) forRegion(region string) *awssts.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl, ok := c.regional[region]; ok {
+		return cl
+	}
+	cl := awssts.NewFromConfig(c.base, func(o *awssts.Options) {
+		o.Region = region
+		if c.opts.Endpoint != "" {
+			o.BaseEndpoint = aws.String(c.opts.Endpoint)
+		}
+		if c.opts.UseFIPS {
+			o.EndpointOptions.UseFIPSEndpoint = aws.FIPSEndpointStateEnabled
+		}
+		if c.opts.UseDualStack {
+			o.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateEnabled
+		}
+		o.Retryer = c.retryer()
+		o.APIOptions = append(o.APIOptions, c.rateLimit)
+	})
+	c.regional[region] = cl
+	return cl
+}
+
+func (c *Client) retryer() aws.Retryer {
+	standard := func(o *retry.StandardOptions) {
+		o.MaxAttempts = c.opts.MaxAttempts
+		o.MaxBackoff = 5 * time.Second
+	}
+	if c.opts.RetryMode == aws.RetryModeAdaptive {
+		return retry.NewAdaptiveMode(func(o *retry.AdaptiveModeOptions) {
+			o.StandardOptions = append(o.StandardOptions, standard)
+		})
+	}
+	return retry.NewStandard(standard)
+}
+
+// rateLimit waits for the shared limiter before every attempt, after the SDK's retry step and
+// before signing, so retries are limited too and a long wait never stales a signature.
+func (c *Client) rateLimit(stack *middleware.Stack) error {
+	mw := middleware.FinalizeMiddlewareFunc("RolekeeperRateLimit",
+		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+			if err := c.limiter.Wait(ctx); err != nil {
+				return middleware.FinalizeOutput{}, middleware.Metadata{}, &Error{Operation: middleware.GetOperationName(ctx), Code: CodeRateLimitWaiting, Message: "gave up waiting for the client-side STS rate limit (--sts-qps)", Retryable: true, err: err}
+			}
+			return next.HandleFinalize(ctx, in)
+		})
+	if err := stack.Finalize.Insert(mw, "Retry", middleware.After); err != nil {
+		return stack.Finalize.Add(mw, middleware.Before)
+	}
+	return nil
+}
+
+func withSource(src *Credentials) []func(*awssts.Options) {
+	if src == nil {
+		return nil
+	}
+	provider := credentials.NewStaticCredentialsProvider(src.AccessKeyID, src.SecretAccessKey, src.SessionToken)
+	return []func(*awssts.Options){func(o *awssts.Options) { o.Credentials = provider }}
+}
+
+func (c *Client) region(r string) (string, error) {
+	if r == "" {
+		r = c.opts.Region
+	}
+	if r == "" {
+		return "", &Error{Operation: "AssumeRole", Code: CodeInvalidRequest, Message: "no AWS region: set spec.region or the operator's --region"}
+	}
+	return r, nil
+}
+
+func (c *Client) observe(op string, start time.Time, err error) {
+	if c.opts.Observe == nil {
+		return
+	}
+	code := "OK"
+	if err != nil {
+		code = Code(err)
+	}
+	c.opts.Observe(op, code, time.Since(start))
+}
+
+func invalid(op string, err error) error {
+	return &Error{Operation: op, Code: CodeInvalidRequest, Message: err.Error(), err: err}
+}
+
+// AssumeRole calls sts:AssumeRole, signed by source when given (role chaining), otherwise by the
+// client's own identity. The request is validated first; an invalid one is never sent.
+func (c *Client) AssumeRole(ctx context.Context, req AssumeRoleRequest, source *Credentials) (res *Result, err error) {
+	const op = "AssumeRole"
+	region, err := c.region(req.Region)
+	if err != nil {
+		return nil, err
+	}
+	req.Region = region
+	if err := req.Validate(); err != nil {
+		return nil, invalid(op, err)
+	}
+	in := &awssts.AssumeRoleInput{
+		RoleArn:         aws.String(req.RoleArn),
+		RoleSessionName: aws.String(req.SessionName),
+		DurationSeconds: aws.Int32(req.DurationSeconds),
+	}
+	if req.ExternalID != "" {
+		in.ExternalId = aws.String(req.ExternalID)
+	}
+	if req.SourceIdentity != "" {
+		in.SourceIdentity = aws.String(req.SourceIdentity)
+	}
+	if req.Policy != "" {
+		in.Policy = aws.String(req.Policy)
+	}
+	for _, arn := range req.PolicyArns {
+		in.PolicyArns = append(in.PolicyArns, ststypes.PolicyDescriptorType{Arn: aws.String(arn)})
+	}
+	for _, t := range req.Tags {
+		in.Tags = append(in.Tags, ststypes.Tag{Key: aws.String(t.Key), Value: aws.String(t.Value)})
+	}
+	in.TransitiveTagKeys = append(in.TransitiveTagKeys, req.TransitiveTagKeys...)
+
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
+	issuedAt := c.opts.Clock.Now()
+	start := time.Now()
+	out, err := c.forRegion(region).AssumeRole(ctx, in, withSource(source)...)
+	err = Classify(op, err)
+	defer c.observe(op, start, err)
+	if err != nil {
+		return nil, err
+	}
+	if out.Credentials == nil {
+		err = &Error{Operation: op, Code: CodeUnknown, Message: "STS answered without credentials", Retryable: true}
+		return nil, err
+	}
+	res = &Result{
+		Credentials:      fromSDK(out.Credentials),
+		IssuedAt:         issuedAt,
+		SourceIdentity:   aws.ToString(out.SourceIdentity),
+		PackedPolicySize: out.PackedPolicySize,
+		RequestID:        requestID(out.ResultMetadata),
+	}
+	if u := out.AssumedRoleUser; u != nil {
+		res.AssumedRoleArn, res.AssumedRoleID = aws.ToString(u.Arn), aws.ToString(u.AssumedRoleId)
+	}
+	return res, nil
+}
+
+// AssumeRoot calls sts:AssumeRoot on the request's regional endpoint.
+func (c *Client) AssumeRoot(ctx context.Context, req AssumeRootRequest, source *Credentials) (*Result, error) {
+	const op = "AssumeRoot"
+	if req.Region == "" {
+		req.Region = c.opts.Region
+	}
+	if err := req.Validate(); err != nil {
+		return nil, invalid(op, err)
+	}
+	in := &awssts.AssumeRootInput{
+		TargetPrincipal: aws.String(req.TargetPrincipal),
+		TaskPolicyArn:   &ststypes.PolicyDescriptorType{Arn: aws.String(req.TaskPolicyArn)},
+		DurationSeconds: aws.Int32(req.DurationSeconds),
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
+	issuedAt := c.opts.Clock.Now()
+	start := time.Now()
+	out, err := c.forRegion(req.Region).AssumeRoot(ctx, in, withSource(source)...)
+	err = Classify(op, err)
+	defer c.observe(op, start, err)
+	if err != nil {
+		return nil, err
+	}
+	if out.Credentials == nil {
+		err = &Error{Operation: op, Code: CodeUnknown, Message: "STS answered without credentials", Retryable: true}
+		return nil, err
+	}
+	return &Result{
+		Credentials:    fromSDK(out.Credentials),
+		IssuedAt:       issuedAt,
+		SourceIdentity: aws.ToString(out.SourceIdentity),
+		RequestID:      requestID(out.ResultMetadata),
+	}, nil
+}
+
+// GetCallerIdentity returns who the given credentials (or the client's own) are.
+func (c *Client) GetCallerIdentity(ctx context.Context, region string, source *Credentials) (Identity, error) {
+	const op = "GetCallerIdentity"
+	region, err := c.region(region)
+	if err != nil {
+		return Identity{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
+	start := time.Now()
+	out, err := c.forRegion(region).GetCallerIdentity(ctx, &awssts.GetCallerIdentityInput{}, withSource(source)...)
+	err = Classify(op, err)
+	defer c.observe(op, start, err)
+	if err != nil {
+		return Identity{}, err
+	}
+	return Identity{Account: aws.ToString(out.Account), Arn: aws.ToString(out.Arn), UserID: aws.ToString(out.UserId)}, nil
+}
+
+func fromSDK(c *ststypes.Credentials) Credentials {
+	return Credentials{
+		AccessKeyID:     aws.ToString(c.AccessKeyId),
+		SecretAccessKey: aws.ToString(c.SecretAccessKey),
+		SessionToken:    aws.ToString(c.SessionToken),
+		Expiration:      aws.ToTime(c.Expiration),
+	}
+}
+
+func requestID(md middleware.Metadata) string {
+	id, _ := awsmiddleware.GetRequestIDMetadata(md)
+	return id
+}
