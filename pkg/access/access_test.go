@@ -64,7 +64,9 @@ func TestEvaluate(t *testing.T) {
 		AllowedRoleArns:   []string{"arn:aws:iam::999999999999:role/shared"},
 	})
 	policies := []rkv1.AssumedRolePolicy{teamA, byLabel, root, all}
-	ns := func(name string, labels map[string]string) access.Namespace { return access.Namespace{Name: name, Labels: labels} }
+	ns := func(name string, labels map[string]string) access.Namespace {
+		return access.Namespace{Name: name, Labels: labels}
+	}
 	role := func(arn string, d int32) access.Request { return access.Request{RoleArn: arn, DurationSeconds: d} }
 	rootReq := func(target string, tp rkv1.RootTaskPolicy) access.Request {
 		return access.Request{TargetPrincipal: target, TaskPolicy: tp, DurationSeconds: 900}

@@ -16,29 +16,37 @@ func TestValidateAssumeRole(t *testing.T) {
 		mod  func(*sts.AssumeRoleRequest)
 		want string // "" for valid
 	}{
-		"full request":             {func(*sts.AssumeRoleRequest) {}, ""},
-		"bad region":               {func(r *sts.AssumeRoleRequest) { r.Region = "US-EAST-1" }, "region"},
-		"role ARN of a user":       {func(r *sts.AssumeRoleRequest) { r.RoleArn = "arn:aws:iam::111122223333:user/x" }, "roleArn must be an IAM role ARN"},
-		"short session name":       {func(r *sts.AssumeRoleRequest) { r.SessionName = "a" }, "sessionName must be 2-64"},
-		"session name with space":  {func(r *sts.AssumeRoleRequest) { r.SessionName = "a b" }, "sessionName may contain only"},
-		"duration 899":             {func(r *sts.AssumeRoleRequest) { r.DurationSeconds = 899 }, "durationSeconds must be 900-43200"},
-		"duration 43201":           {func(r *sts.AssumeRoleRequest) { r.DurationSeconds = 43201 }, "durationSeconds must be 900-43200"},
-		"chained 3601":             {func(r *sts.AssumeRoleRequest) { r.Chained = true; r.DurationSeconds = 3601 }, "900-3600 for a chained role"},
-		"chained 3600":             {func(r *sts.AssumeRoleRequest) { r.Chained = true; r.DurationSeconds = 3600 }, ""},
-		"external id too short":    {func(r *sts.AssumeRoleRequest) { r.ExternalID = "x" }, "externalId must be 2-1224"},
-		"external id with space":   {func(r *sts.AssumeRoleRequest) { r.ExternalID = "a b" }, "externalId may contain only"},
-		"source identity aws:":     {func(r *sts.AssumeRoleRequest) { r.SourceIdentity = "AWS:x" }, "must not start with aws:"},
-		"policy not JSON":          {func(r *sts.AssumeRoleRequest) { r.Policy = "{" }, "policy is not valid JSON"},
-		"eleven policy ARNs":       {func(r *sts.AssumeRoleRequest) { r.PolicyArns = slices.Repeat([]string{"arn:aws:iam::aws:policy/A"}, 11) }, "at most 10 policyArns"},
-		"policy ARN of a role":     {func(r *sts.AssumeRoleRequest) { r.PolicyArns = []string{readerRole} }, "policyArns[0] must be an IAM policy ARN"},
-		"policy plus ARNs > 2048":  {func(r *sts.AssumeRoleRequest) { r.Policy = `{"a":"` + strings.Repeat("x", 2000) + `"}` }, "together must be at most 2048"},
-		"fifty-one tags":           {func(r *sts.AssumeRoleRequest) { r.Tags = manyTags(51); r.TransitiveTagKeys = nil }, "at most 50 tags"},
-		"tag key bad":              {func(r *sts.AssumeRoleRequest) { r.Tags[1].Key = "a#b" }, "tags[1].key"},
-		"tag value too long":       {func(r *sts.AssumeRoleRequest) { r.Tags[1].Value = strings.Repeat("v", 257) }, "tags[1].value"},
-		"tag keys equal in case":   {func(r *sts.AssumeRoleRequest) { r.Tags = append(r.Tags, sts.Tag{Key: "ÉQUIPE"}) }, "repeats a key"},
-		"transitive key unknown":   {func(r *sts.AssumeRoleRequest) { r.TransitiveTagKeys = []string{"nope"} }, "names no tag"},
-		"fifty-one transitive":     {func(r *sts.AssumeRoleRequest) { r.Tags = manyTags(50); r.TransitiveTagKeys = append(tagKeys(manyTags(50)), "k0") }, "at most 50 transitiveTagKeys"},
-		"multi-byte policy counts": {func(r *sts.AssumeRoleRequest) { r.PolicyArns = nil; r.Policy = `{"a":"` + strings.Repeat("é", 2040) + `"}` }, ""},
+		"full request":            {func(*sts.AssumeRoleRequest) {}, ""},
+		"bad region":              {func(r *sts.AssumeRoleRequest) { r.Region = "US-EAST-1" }, "region"},
+		"role ARN of a user":      {func(r *sts.AssumeRoleRequest) { r.RoleArn = "arn:aws:iam::111122223333:user/x" }, "roleArn must be an IAM role ARN"},
+		"short session name":      {func(r *sts.AssumeRoleRequest) { r.SessionName = "a" }, "sessionName must be 2-64"},
+		"session name with space": {func(r *sts.AssumeRoleRequest) { r.SessionName = "a b" }, "sessionName may contain only"},
+		"duration 899":            {func(r *sts.AssumeRoleRequest) { r.DurationSeconds = 899 }, "durationSeconds must be 900-43200"},
+		"duration 43201":          {func(r *sts.AssumeRoleRequest) { r.DurationSeconds = 43201 }, "durationSeconds must be 900-43200"},
+		"chained 3601":            {func(r *sts.AssumeRoleRequest) { r.Chained = true; r.DurationSeconds = 3601 }, "900-3600 for a chained role"},
+		"chained 3600":            {func(r *sts.AssumeRoleRequest) { r.Chained = true; r.DurationSeconds = 3600 }, ""},
+		"external id too short":   {func(r *sts.AssumeRoleRequest) { r.ExternalID = "x" }, "externalId must be 2-1224"},
+		"external id with space":  {func(r *sts.AssumeRoleRequest) { r.ExternalID = "a b" }, "externalId may contain only"},
+		"source identity aws:":    {func(r *sts.AssumeRoleRequest) { r.SourceIdentity = "AWS:x" }, "must not start with aws:"},
+		"policy not JSON":         {func(r *sts.AssumeRoleRequest) { r.Policy = "{" }, "policy is not valid JSON"},
+		"eleven policy ARNs": {func(r *sts.AssumeRoleRequest) {
+			r.PolicyArns = slices.Repeat([]string{"arn:aws:iam::aws:policy/A"}, 11)
+		}, "at most 10 policyArns"},
+		"policy ARN of a role":    {func(r *sts.AssumeRoleRequest) { r.PolicyArns = []string{readerRole} }, "policyArns[0] must be an IAM policy ARN"},
+		"policy plus ARNs > 2048": {func(r *sts.AssumeRoleRequest) { r.Policy = `{"a":"` + strings.Repeat("x", 2000) + `"}` }, "together must be at most 2048"},
+		"fifty-one tags":          {func(r *sts.AssumeRoleRequest) { r.Tags = manyTags(51); r.TransitiveTagKeys = nil }, "at most 50 tags"},
+		"tag key bad":             {func(r *sts.AssumeRoleRequest) { r.Tags[1].Key = "a#b" }, "tags[1].key"},
+		"tag value too long":      {func(r *sts.AssumeRoleRequest) { r.Tags[1].Value = strings.Repeat("v", 257) }, "tags[1].value"},
+		"tag keys equal in case":  {func(r *sts.AssumeRoleRequest) { r.Tags = append(r.Tags, sts.Tag{Key: "ÉQUIPE"}) }, "repeats a key"},
+		"transitive key unknown":  {func(r *sts.AssumeRoleRequest) { r.TransitiveTagKeys = []string{"nope"} }, "names no tag"},
+		"fifty-one transitive": {func(r *sts.AssumeRoleRequest) {
+			r.Tags = manyTags(50)
+			r.TransitiveTagKeys = append(tagKeys(manyTags(50)), "k0")
+		}, "at most 50 transitiveTagKeys"},
+		"multi-byte policy counts": {func(r *sts.AssumeRoleRequest) {
+			r.PolicyArns = nil
+			r.Policy = `{"a":"` + strings.Repeat("é", 2040) + `"}`
+		}, ""},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

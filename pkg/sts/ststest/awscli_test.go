@@ -70,7 +70,7 @@ func TestAWSCLIAgainstEmulator(t *testing.T) {
 			SessionToken    string
 			Expiration      string
 		}
-		AssumedRoleUser struct{ Arn, AssumedRoleID string }
+		AssumedRoleUser  struct{ Arn, AssumedRoleID string }
 		PackedPolicySize int
 		SourceIdentity   string
 	}
