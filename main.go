@@ -9,22 +9,17 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/controllers"
+	"github.com/rolekeeper/rolekeeper/pkg/sts"
 )
 
 // flags are the manager's command-line settings (DESIGN.md, "Operator flags").
@@ -129,27 +124,6 @@ func newScheme() *runtime.Scheme {
 	return s
 }
 
-// cacheOptions caches only the Secrets the operator owns (labelled rolekeeper.io/assumed-role):
-// caching every Secret in a cluster costs memory proportional to all of them.
-func cacheOptions(namespaces []string) cache.Options {
-	owned, err := labels.NewRequirement(rkv1.LabelAssumedRole, selection.Exists, nil)
-	if err != nil {
-		panic(err)
-	}
-	opts := cache.Options{
-		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.NewSelector().Add(*owned)},
-		},
-	}
-	if len(namespaces) > 0 {
-		opts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range namespaces {
-			opts.DefaultNamespaces[ns] = cache.Config{}
-		}
-	}
-	return opts
-}
-
 func run(f *flags) error {
 	log := ctrl.Log.WithName("setup")
 	cfg, err := ctrl.GetConfig()
@@ -158,7 +132,7 @@ func run(f *flags) error {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  newScheme(),
-		Cache:                   cacheOptions(f.namespaces()),
+		Cache:                   controllers.CacheOptions(f.namespaces()),
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsBindAddress},
 		HealthProbeBindAddress:  f.healthProbeBindAddres,
 		LeaderElection:          f.leaderElect,
@@ -171,15 +145,28 @@ func run(f *flags) error {
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
+	ctx := ctrl.SetupSignalHandler()
+	stsClient, err := sts.LoadDefault(ctx, sts.Options{
+		Region:       f.region,
+		Endpoint:     f.stsEndpoint,
+		UseFIPS:      f.useFIPSEndpoint,
+		UseDualStack: f.useDualStackEndpoint,
+		QPS:          f.stsQPS,
+		Burst:        f.stsBurst,
+		Observe:      controllers.ObserveSTS,
+	})
+	if err != nil {
+		return err
+	}
 	opts := controllers.Options{
 		Region:                  f.region,
 		RequireAccessPolicy:     f.requireAccessPolicy,
 		SessionTags:             f.sessionTags,
 		ClusterName:             f.clusterName,
 		MaxConcurrentReconciles: f.maxConcurrent,
-		SlowRetry:               10 * time.Minute,
 	}
-	if err := (&controllers.AssumedRoleReconciler{Client: mgr.GetClient(), Options: opts}).SetupWithManager(mgr); err != nil {
+	reconciler := &controllers.AssumedRoleReconciler{Client: mgr.GetClient(), STS: stsClient, Options: opts}
+	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the AssumedRole controller: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -189,5 +176,5 @@ func run(f *flags) error {
 		return err
 	}
 	log.Info("starting manager", "region", f.region, "watchNamespaces", f.namespaces(), "requireAccessPolicy", f.requireAccessPolicy, "leaderElect", f.leaderElect)
-	return mgr.Start(ctrl.SetupSignalHandler())
+	return mgr.Start(ctx)
 }

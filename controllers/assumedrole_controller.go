@@ -2,37 +2,332 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"time"
 
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/pkg/access"
+	"github.com/rolekeeper/rolekeeper/pkg/renewal"
+	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
+	"github.com/rolekeeper/rolekeeper/pkg/sts"
 )
 
 // +kubebuilder:rbac:groups=rolekeeper.io,resources=assumedroles,verbs=get;list;watch
 // +kubebuilder:rbac:groups=rolekeeper.io,resources=assumedroles/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=rolekeeper.io,resources=assumedrolepolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// STS is the part of pkg/sts the reconciler uses.
+type STS interface {
+	AssumeRole(ctx context.Context, req sts.AssumeRoleRequest, source *sts.Credentials) (*sts.Result, error)
+	AssumeRoot(ctx context.Context, req sts.AssumeRootRequest, source *sts.Credentials) (*sts.Result, error)
+}
 
 // AssumedRoleReconciler keeps the Secret of each AssumedRole filled with valid credentials.
 type AssumedRoleReconciler struct {
+	// Client reads from the cache (AssumedRoles, policies, namespaces and owned Secrets) and
+	// writes to the API server.
 	client.Client
-	Options Options
+	// APIReader reads past the cache: Secrets the operator does not own are not cached.
+	APIReader client.Reader
+	STS       STS
+	Clock     clock.PassiveClock
+	Recorder  events.EventRecorder
+	Options   Options
 }
+
+// scope is what one reconcile knows about one AssumedRole.
+type scope struct {
+	ar     *rkv1.AssumedRole
+	before *rkv1.AssumedRole
+	now    time.Time
+	log    logr.Logger
+
+	req    *request
+	secret *corev1.Secret // nil when it does not exist
+	source *sts.Credentials
+	// creds are the credentials in the Secret when it holds a complete set.
+	creds   secretdata.Input
+	credsOK bool
+	// dueReason and dueMessage say why an issuance is due; empty when nothing is due.
+	dueReason, dueMessage string
+}
+
+// step is one named stage of a reconcile. It returns done=true to end the reconcile with res.
+type step func(ctx context.Context, s *scope) (done bool, res ctrl.Result, err error)
 
 // Reconcile brings one AssumedRole's Secret and status up to date.
 func (r *AssumedRoleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	ar := &rkv1.AssumedRole{}
+	if err := r.Get(ctx, req.NamespacedName, ar); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !ar.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // the Secret goes with it through its owner reference
+	}
+	s := &scope{ar: ar, before: ar.DeepCopy(), now: r.Clock.Now(), log: ctrl.LoggerFrom(ctx)}
+	res, err := r.run(ctx, s, r.resolveRequest, r.checkAccess, r.loadSecret, r.decide, r.resolveSource, r.issue)
+	if perr := r.patchStatus(ctx, s); perr != nil && err == nil {
+		err = perr
+	}
+	if err != nil {
+		return ctrl.Result{}, err // never together with a requeue delay: the delay would be dropped
+	}
+	return res, nil
+}
+
+func (r *AssumedRoleReconciler) run(ctx context.Context, s *scope, steps ...step) (ctrl.Result, error) {
+	for _, st := range steps {
+		if done, res, err := st(ctx, s); done || err != nil {
+			return res, err
+		}
+	}
 	return ctrl.Result{}, nil
 }
 
-// SetupWithManager registers the reconciler.
-func (r *AssumedRoleReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		For(&rkv1.AssumedRole{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
-		Complete(r)
+func (r *AssumedRoleReconciler) patchStatus(ctx context.Context, s *scope) error {
+	if equality.Semantic.DeepEqual(s.before.Status, s.ar.Status) {
+		return nil
+	}
+	return r.Status().Patch(ctx, s.ar, client.MergeFrom(s.before))
+}
+
+// resolveRequest builds the STS request from the spec and the operator's options.
+func (r *AssumedRoleReconciler) resolveRequest(_ context.Context, s *scope) (bool, ctrl.Result, error) {
+	req, err := buildRequest(s.ar, r.Options)
+	s.req = req
+	if err != nil {
+		r.block(s, rkv1.ReasonInvalidSpec, "the request cannot be sent to AWS: "+err.Error(), true)
+		return true, ctrl.Result{}, nil
+	}
+	return false, ctrl.Result{}, nil
+}
+
+// checkAccess refuses requests no AssumedRolePolicy allows, before any call to AWS.
+func (r *AssumedRoleReconciler) checkAccess(ctx context.Context, s *scope) (bool, ctrl.Result, error) {
+	if !r.Options.RequireAccessPolicy {
+		return false, ctrl.Result{}, nil
+	}
+	var policies rkv1.AssumedRolePolicyList
+	if err := r.List(ctx, &policies); err != nil {
+		return true, ctrl.Result{}, err
+	}
+	var ns corev1.Namespace
+	if err := r.Get(ctx, client.ObjectKey{Name: s.ar.Namespace}, &ns); err != nil {
+		return true, ctrl.Result{}, err
+	}
+	d := access.Evaluate(policies.Items, access.Namespace{Name: ns.Name, Labels: ns.Labels}, s.req.accessRequest(s.ar))
+	if !d.Allowed {
+		r.block(s, rkv1.ReasonNotPermitted, d.Message, true)
+		return true, ctrl.Result{}, nil // a policy or namespace change re-queues through the watches
+	}
+	return false, ctrl.Result{}, nil
+}
+
+// loadSecret finds the target Secret and refuses to touch one this AssumedRole does not own.
+func (r *AssumedRoleReconciler) loadSecret(ctx context.Context, s *scope) (bool, ctrl.Result, error) {
+	secret, owned, err := r.getSecret(ctx, s.ar)
+	if err != nil {
+		return true, ctrl.Result{}, err
+	}
+	if secret != nil && !owned {
+		r.block(s, rkv1.ReasonSecretConflict, fmt.Sprintf("Secret %s exists and is not owned by this AssumedRole; it is left untouched. Delete it or set spec.secret.name to another name", secretName(s.ar)), true)
+		return true, ctrl.Result{RequeueAfter: time.Minute}, nil // foreign Secrets are not watched
+	}
+	s.secret = secret
+	if secret != nil {
+		s.creds, s.credsOK = secretdata.Credentials(secret.Data)
+	}
+	return false, ctrl.Result{}, nil
+}
+
+// check is one named reason to issue credentials now.
+type check struct {
+	reason string
+	due    func(r *AssumedRoleReconciler, s *scope) (bool, string)
+}
+
+// issueChecks are asked in order; the first that fires becomes the Issuing reason.
+var issueChecks = []check{
+	{rkv1.ReasonSecretMissing, func(_ *AssumedRoleReconciler, s *scope) (bool, string) {
+		return s.secret == nil, fmt.Sprintf("Secret %s does not exist", secretName(s.ar))
+	}},
+	{rkv1.ReasonKeysMissing, func(_ *AssumedRoleReconciler, s *scope) (bool, string) {
+		_, issuedOK := issuedAt(s.secret)
+		return !s.credsOK || !issuedOK, fmt.Sprintf("Secret %s lacks complete credentials or their annotations", secretName(s.ar))
+	}},
+	{rkv1.ReasonRequestChanged, func(_ *AssumedRoleReconciler, s *scope) (bool, string) {
+		return s.secret.Annotations[rkv1.AnnotationRequestHash] != s.req.hash, "the spec asks for a different request than the one the credentials were issued for"
+	}},
+	{rkv1.ReasonRotationRequested, func(_ *AssumedRoleReconciler, s *scope) (bool, string) {
+		want := s.ar.Annotations[rkv1.AnnotationRotate]
+		return want != "" && want != s.secret.Annotations[rkv1.AnnotationRotate], fmt.Sprintf("annotation %s changed to %q", rkv1.AnnotationRotate, want)
+	}},
+	{rkv1.ReasonRenewalDue, func(_ *AssumedRoleReconciler, s *scope) (bool, string) {
+		at := s.renewalTime()
+		return !s.now.Before(at), fmt.Sprintf("renewal was due at %s; credentials expire at %s", rfc3339(at), rfc3339(s.creds.Expiration))
+	}},
+}
+
+func issuedAt(secret *corev1.Secret) (time.Time, bool) {
+	if secret == nil {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339, secret.Annotations[rkv1.AnnotationIssuedAt])
+	return t, err == nil
+}
+
+func (s *scope) renewalTime() time.Time {
+	issued, _ := issuedAt(s.secret)
+	return renewal.Time(issued, s.creds.Expiration, renewalPolicy(s.ar), string(s.ar.UID))
+}
+
+// decide asks the checks; when nothing is due it repairs derived keys without calling AWS and
+// schedules the next renewal.
+func (r *AssumedRoleReconciler) decide(ctx context.Context, s *scope) (bool, ctrl.Result, error) {
+	for _, c := range issueChecks {
+		if due, msg := c.due(r, s); due {
+			s.dueReason, s.dueMessage = c.reason, msg
+			return r.waitForBackoff(s)
+		}
+	}
+	if err := r.repairSecret(ctx, s); err != nil {
+		return true, ctrl.Result{}, err
+	}
+	issued, _ := issuedAt(s.secret)
+	at := s.renewalTime()
+	setIssued(s.ar, issuedFacts{secretName: s.secret.Name, issuedAt: issued, expiration: s.creds.Expiration, renewalTime: at})
+	s.ar.Status.RotateRequest = s.secret.Annotations[rkv1.AnnotationRotate]
+	return true, ctrl.Result{RequeueAfter: at.Sub(s.now)}, nil
+}
+
+// waitForBackoff holds an issuance back while a backoff from a failure of the same spec is in
+// force. A changed spec or a manual rotation request goes ahead at once.
+func (r *AssumedRoleReconciler) waitForBackoff(s *scope) (bool, ctrl.Result, error) {
+	st := s.ar.Status
+	if st.FailedAttempts == 0 || st.LastFailure == nil || st.LastFailure.Generation != s.ar.Generation ||
+		st.RenewalTime == nil || s.dueReason == rkv1.ReasonRotationRequested && s.ar.Annotations[rkv1.AnnotationRotate] != st.RotateRequest {
+		return false, ctrl.Result{}, nil
+	}
+	if wait := st.RenewalTime.Sub(s.now); wait > 0 {
+		return true, ctrl.Result{RequeueAfter: wait}, nil
+	}
+	return false, ctrl.Result{}, nil
+}
+
+// issue calls STS and writes the credentials into the Secret.
+func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl.Result, error) {
+	var res *sts.Result
+	var err error
+	if s.req.role != nil {
+		res, err = r.STS.AssumeRole(ctx, *s.req.role, s.source)
+	} else {
+		res, err = r.STS.AssumeRoot(ctx, *s.req.root, s.source)
+	}
+	s.ar.Status.RotateRequest = s.ar.Annotations[rkv1.AnnotationRotate]
+	if err != nil {
+		return true, r.recordFailure(s, err), nil
+	}
+	first := s.secret == nil && s.ar.Status.LastIssuedTime == nil
+	if err := r.writeSecret(ctx, s, res); err != nil {
+		return true, ctrl.Result{}, fmt.Errorf("writing Secret %s after a successful %s: %w", secretName(s.ar), operation(s.req), err)
+	}
+	at := renewal.Time(res.IssuedAt, res.Credentials.Expiration, renewalPolicy(s.ar), string(s.ar.UID))
+	reason := rkv1.ReasonRenewed
+	if first {
+		reason = rkv1.ReasonIssued
+	}
+	setIssued(s.ar, issuedFacts{
+		secretName: secretName(s.ar), issuedAt: res.IssuedAt, expiration: res.Credentials.Expiration, renewalTime: at,
+		assumedRoleArn: res.AssumedRoleArn, assumedRoleID: res.AssumedRoleID, sourceIdentity: res.SourceIdentity,
+		packedSize: res.PackedPolicySize, reason: reason,
+	})
+	r.event(s.ar, corev1.EventTypeNormal, reason, "Issue", "%s: credentials in Secret %s valid until %s (%s)", operation(s.req), secretName(s.ar), rfc3339(res.Credentials.Expiration), s.dueReason)
+	s.log.Info("issued credentials", "reason", s.dueReason, "secret", secretName(s.ar), "expiration", rfc3339(res.Credentials.Expiration), "renewal", rfc3339(at))
+	return true, ctrl.Result{RequeueAfter: at.Sub(r.Clock.Now())}, nil
+}
+
+func operation(r *request) string {
+	if r.role != nil {
+		return "AssumeRole"
+	}
+	return "AssumeRoot"
+}
+
+// recordFailure sets status for a failed call and returns when to retry. The old Secret is not
+// touched.
+func (r *AssumedRoleReconciler) recordFailure(s *scope, err error) ctrl.Result {
+	code, retryable := sts.Code(err), sts.IsRetryable(err)
+	if code == "" {
+		code = sts.CodeUnknown
+	}
+	message := failureMessage(err, s.req)
+	prev := s.ar.Status.LastFailure
+	backoff := renewal.Backoff(s.ar.Status.FailedAttempts+1, retryable, string(s.ar.UID))
+	retryAt := s.now.Add(backoff).Truncate(time.Second)
+	var validUntil time.Time
+	if s.credsOK && s.secret.Annotations[rkv1.AnnotationRequestHash] == s.req.hash {
+		validUntil = s.creds.Expiration
+	}
+	setIssueFailed(s.ar, failureFacts{code: code, message: message, retryable: retryable, at: s.now, retryAt: retryAt, dueReason: s.dueReason, validUntil: validUntil})
+	if prev == nil || prev.Code != code {
+		r.event(s.ar, corev1.EventTypeWarning, rkv1.ReasonIssueFailed, "Issue", "%s failed with %s: %s", operation(s.req), code, message)
+	}
+	s.log.Info("issuing failed", "code", code, "retryable", retryable, "attempt", s.ar.Status.FailedAttempts, "retryAt", rfc3339(retryAt), "message", message)
+	return ctrl.Result{RequeueAfter: retryAt.Sub(s.now)}
+}
+
+// failureMessage explains an STS failure without credential material, with a hint for the
+// common AWS-side causes.
+func failureMessage(err error, req *request) string {
+	var e *sts.Error
+	if !errors.As(err, &e) {
+		return sts.Redact(err.Error())
+	}
+	msg := e.Message
+	if e.RequestID != "" {
+		msg += " (request id " + e.RequestID + ")"
+	}
+	switch e.Code {
+	case "AccessDenied":
+		hint := "check that the role's trust policy allows the operator's identity"
+		if req.sentTags {
+			hint += " and sts:TagSession (the operator sends session tags " + TagNamespace + " and " + TagName + ")"
+		}
+		msg += "; " + hint
+	case "RegionDisabledException":
+		msg += "; activate STS in this region for the account, or set spec.region to an active region"
+	case "PackedPolicyTooLarge":
+		msg += "; shorten the session policy or use fewer or shorter session tags"
+	case "ExpiredToken", "InvalidClientTokenId":
+		msg += "; the identity that signs the call (the operator's, or spec.source) is not valid"
+	}
+	return msg
+}
+
+// block records a reason issuing cannot proceed, with an event on the transition.
+func (r *AssumedRoleReconciler) block(s *scope, reason, message string, stalled bool) {
+	prev := meta.FindStatusCondition(s.ar.Status.Conditions, rkv1.ConditionReady)
+	setBlocked(s.ar, reason, message, stalled)
+	if prev == nil || prev.Reason != reason || prev.Message != message {
+		r.event(s.ar, corev1.EventTypeWarning, reason, "Check", "%s", message)
+	}
+}
+
+func (r *AssumedRoleReconciler) event(ar *rkv1.AssumedRole, typ, reason, action, note string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(ar, nil, typ, reason, action, note, args...)
+	}
 }

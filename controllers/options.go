@@ -1,8 +1,6 @@
 // Package controllers holds rolekeeper's reconcilers.
 package controllers
 
-import "time"
-
 // Options are the operator-wide settings that come from the manager's flags.
 type Options struct {
 	// Region is the default AWS region for AssumedRoles that set none.
@@ -15,6 +13,4 @@ type Options struct {
 	ClusterName string
 	// MaxConcurrentReconciles bounds parallel reconciles of AssumedRoles.
 	MaxConcurrentReconciles int
-	// SlowRetry is the delay before retrying a terminal failure (default 10 minutes).
-	SlowRetry time.Duration
 }

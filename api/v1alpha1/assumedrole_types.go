@@ -348,7 +348,8 @@ type AssumedRoleStatus struct {
 	// +optional
 	Expiration *metav1.Time `json:"expiration,omitempty"`
 
-	// renewalTime is when the credentials will be re-issued.
+	// renewalTime is when the credentials will be re-issued: the planned renewal, or after a
+	// failure the next retry.
 	// +optional
 	RenewalTime *metav1.Time `json:"renewalTime,omitempty"`
 
@@ -372,6 +373,10 @@ type AssumedRoleStatus struct {
 	// failedAttempts counts consecutive failed issuances; 0 after a success.
 	// +optional
 	FailedAttempts int32 `json:"failedAttempts,omitempty"`
+
+	// rotateRequest is the value of the rolekeeper.io/rotate annotation last acted on.
+	// +optional
+	RotateRequest string `json:"rotateRequest,omitempty"`
 
 	// lastFailure is the most recent failed issuance, with the AWS error code. It never holds
 	// credential material.
@@ -401,6 +406,14 @@ type IssueFailure struct {
 	// time of the failure.
 	// +optional
 	Time *metav1.Time `json:"time,omitempty"`
+	// generation is the spec generation that failed; a newer spec is tried at once, without
+	// waiting out the backoff.
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
+	// retryable is true when the failure is expected to clear by itself (throttling, 5xx,
+	// network) and false when something must change first (AccessDenied, invalid input).
+	// +optional
+	Retryable bool `json:"retryable,omitempty"`
 }
 
 // AssumedRoleList is a list of AssumedRoles.

@@ -104,6 +104,9 @@ func Code(err error) string {
 	return ""
 }
 
+// RetryableCode reports whether an error code (as kept in status) is of the retryable class.
+func RetryableCode(code string) bool { return !terminalCodes[code] && retryableCodes[code] }
+
 // IsRetryable reports whether err is expected to clear up without any change (throttling, 5xx,
 // network, timeouts). Terminal errors and non-STS errors are not retryable.
 func IsRetryable(err error) bool {

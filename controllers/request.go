@@ -1,0 +1,152 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/pkg/access"
+	"github.com/rolekeeper/rolekeeper/pkg/renewal"
+	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
+	"github.com/rolekeeper/rolekeeper/pkg/sts"
+)
+
+// Session tags the operator adds so that IAM trust policies can pin a role to a namespace.
+const (
+	TagNamespace = "kubernetes-namespace"
+	TagName      = "kubernetes-name"
+	TagCluster   = "kubernetes-cluster"
+)
+
+// request is the STS call an AssumedRole asks for, resolved against the operator's options.
+type request struct {
+	role   *sts.AssumeRoleRequest
+	root   *sts.AssumeRootRequest
+	region string
+	// hash identifies the request (and its source) in the Secret's request-hash annotation.
+	hash string
+	// sentTags is true when session tags go to AWS (for the sts:TagSession hint on AccessDenied).
+	sentTags bool
+}
+
+// buildRequest turns the spec into an STS request. It fails only for what admission cannot
+// check: a missing region for AssumeRoot, or a limit the operator's additions break.
+func buildRequest(ar *rkv1.AssumedRole, opts Options) (*request, error) {
+	spec := &ar.Spec
+	region := spec.Region
+	if region == "" {
+		region = opts.Region
+	}
+	r := &request{region: region}
+	switch {
+	case spec.AssumeRole != nil:
+		in := spec.AssumeRole
+		req := sts.AssumeRoleRequest{
+			Region:            region,
+			RoleArn:           in.RoleArn,
+			SessionName:       in.SessionName,
+			DurationSeconds:   sts.DefaultDurationSeconds,
+			ExternalID:        in.ExternalID,
+			SourceIdentity:    in.SourceIdentity,
+			Policy:            in.Policy,
+			PolicyArns:        in.PolicyArns,
+			TransitiveTagKeys: in.TransitiveTagKeys,
+			Chained:           spec.Source != nil,
+		}
+		if req.SessionName == "" {
+			req.SessionName = sts.DefaultSessionName(ar.Namespace, ar.Name)
+		}
+		if in.DurationSeconds != nil {
+			req.DurationSeconds = *in.DurationSeconds
+		}
+		for _, t := range in.Tags {
+			req.Tags = append(req.Tags, sts.Tag{Key: t.Key, Value: t.Value})
+		}
+		if opts.SessionTags {
+			req.Tags = append(req.Tags, sts.Tag{Key: TagNamespace, Value: ar.Namespace}, sts.Tag{Key: TagName, Value: ar.Name})
+			if opts.ClusterName != "" {
+				req.Tags = append(req.Tags, sts.Tag{Key: TagCluster, Value: opts.ClusterName})
+			}
+		}
+		r.sentTags = len(req.Tags) > 0
+		if region == "" {
+			return r, fmt.Errorf("no AWS region: set spec.region or start the operator with --region")
+		}
+		if err := req.Validate(); err != nil {
+			return r, err
+		}
+		r.role = &req
+		r.hash = req.Hash()
+	case spec.AssumeRoot != nil:
+		in := spec.AssumeRoot
+		req := sts.AssumeRootRequest{
+			Region:          region,
+			TargetPrincipal: in.TargetPrincipal,
+			TaskPolicyArn:   sts.TaskPolicyArn(region, string(in.TaskPolicy)),
+			DurationSeconds: sts.MaxRootDurationSeconds,
+		}
+		if in.DurationSeconds != nil {
+			req.DurationSeconds = *in.DurationSeconds
+		}
+		if err := req.Validate(); err != nil {
+			return r, err
+		}
+		r.root = &req
+		r.hash = req.Hash()
+	default:
+		return r, fmt.Errorf("set exactly one of spec.assumeRole or spec.assumeRoot")
+	}
+	if spec.Source != nil {
+		sum := sha256.Sum256([]byte(r.hash + "\x00source=" + spec.Source.AssumedRoleRef.Name))
+		r.hash = hex.EncodeToString(sum[:])
+	}
+	return r, nil
+}
+
+func (r *request) durationSeconds() int32 {
+	if r.role != nil {
+		return r.role.DurationSeconds
+	}
+	return r.root.DurationSeconds
+}
+
+// accessRequest is the request as AssumedRolePolicies see it.
+func (r *request) accessRequest(ar *rkv1.AssumedRole) access.Request {
+	if r.role != nil {
+		return access.Request{RoleArn: r.role.RoleArn, DurationSeconds: r.role.DurationSeconds}
+	}
+	return access.Request{TargetPrincipal: r.root.TargetPrincipal, TaskPolicy: ar.Spec.AssumeRoot.TaskPolicy, DurationSeconds: r.root.DurationSeconds}
+}
+
+// renewalPolicy is the spec's renewal setting for pkg/renewal.
+func renewalPolicy(ar *rkv1.AssumedRole) renewal.Policy {
+	var p renewal.Policy
+	if rn := ar.Spec.Renewal; rn != nil {
+		if rn.RenewBefore != nil {
+			p.RenewBefore = rn.RenewBefore.Duration
+		}
+		if rn.RenewBeforePercentage != nil {
+			p.RenewBeforePercentage = *rn.RenewBeforePercentage
+		}
+	}
+	return p
+}
+
+// renderInput is what the Secret should hold for these credentials under the current spec.
+func renderInput(ar *rkv1.AssumedRole, region string, c secretdata.Input) secretdata.Input {
+	c.Region = region
+	c.Profile = ar.Spec.Secret.Profile
+	c.CredentialProcessMountPath = ""
+	if cp := ar.Spec.Secret.CredentialProcess; cp != nil {
+		c.CredentialProcessMountPath = cp.MountPath
+	}
+	return c
+}
+
+func secretName(ar *rkv1.AssumedRole) string {
+	if ar.Spec.Secret.Name != "" {
+		return ar.Spec.Secret.Name
+	}
+	return ar.Name
+}

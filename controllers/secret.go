@@ -1,0 +1,130 @@
+package controllers
+
+import (
+	"context"
+	"maps"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
+	"github.com/rolekeeper/rolekeeper/pkg/sts"
+)
+
+// getSecret returns the target Secret and whether this AssumedRole controls it. Only labelled
+// Secrets are cached; when the cache has none, the API reader tells a missing Secret from a
+// foreign one, so a conflict is found before any call to AWS.
+func (r *AssumedRoleReconciler) getSecret(ctx context.Context, ar *rkv1.AssumedRole) (*corev1.Secret, bool, error) {
+	key := client.ObjectKey{Namespace: ar.Namespace, Name: secretName(ar)}
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, key, secret)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, secret)
+		if apierrors.IsNotFound(err) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		return secret, metav1.IsControlledBy(secret, ar), nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return secret, metav1.IsControlledBy(secret, ar), nil
+}
+
+// desiredSecret is the Secret for the given credentials under the current spec.
+func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, issuedAt time.Time, requestHash, rotate string) (*corev1.Secret, error) {
+	ar := s.ar
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        secretName(ar),
+			Namespace:   ar.Namespace,
+			Labels:      map[string]string{},
+			Annotations: map[string]string{},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: secretdata.Render(renderInput(ar, s.req.region, creds)),
+	}
+	maps.Copy(secret.Labels, ar.Spec.Secret.Labels)
+	maps.Copy(secret.Annotations, ar.Spec.Secret.Annotations)
+	secret.Labels[rkv1.LabelAssumedRole] = ar.Name
+	secret.Annotations[rkv1.AnnotationExpiration] = rfc3339(creds.Expiration)
+	secret.Annotations[rkv1.AnnotationIssuedAt] = rfc3339(issuedAt)
+	secret.Annotations[rkv1.AnnotationRequestHash] = requestHash
+	if rotate != "" {
+		secret.Annotations[rkv1.AnnotationRotate] = rotate
+	}
+	if err := controllerutil.SetControllerReference(ar, secret, r.Scheme()); err != nil {
+		return nil, err
+	}
+	return secret, nil
+}
+
+// writeSecret writes freshly issued credentials: create, or update in place (never delete and
+// re-create). On a write conflict it re-reads the Secret and tries again, so the credentials of
+// a successful STS call are not thrown away.
+func (r *AssumedRoleReconciler) writeSecret(ctx context.Context, s *scope, res *sts.Result) error {
+	creds := secretdata.Input{AccessKeyID: res.Credentials.AccessKeyID, SecretAccessKey: res.Credentials.SecretAccessKey, SessionToken: res.Credentials.SessionToken, Expiration: res.Credentials.Expiration}
+	desired, err := r.desiredSecret(s, creds, res.IssuedAt, s.req.hash, s.ar.Annotations[rkv1.AnnotationRotate])
+	if err != nil {
+		return err
+	}
+	current := s.secret
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if current == nil {
+			err := r.Create(ctx, desired)
+			if !apierrors.IsAlreadyExists(err) {
+				return err
+			}
+			current = &corev1.Secret{}
+			if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), current); err != nil {
+				return err
+			}
+			if !metav1.IsControlledBy(current, s.ar) {
+				return apierrors.NewConflict(corev1.Resource("secrets"), desired.Name, errForeignSecret)
+			}
+		}
+		update := current.DeepCopy()
+		update.Labels, update.Annotations, update.Data, update.Type = desired.Labels, desired.Annotations, desired.Data, desired.Type
+		update.OwnerReferences = desired.OwnerReferences
+		err := r.Update(ctx, update)
+		if apierrors.IsConflict(err) {
+			current = &corev1.Secret{}
+			if gerr := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), current); gerr != nil {
+				return gerr
+			}
+		}
+		return err
+	})
+}
+
+var errForeignSecret = apierrors.NewBadRequest("a Secret of this name appeared that this AssumedRole does not own")
+
+// repairSecret rewrites what the Secret should hold for its current credentials under the current
+// spec (derived files, labels, annotations, keys someone edited or removed), without calling AWS.
+// In steady state it writes nothing.
+func (r *AssumedRoleReconciler) repairSecret(ctx context.Context, s *scope) error {
+	issued, _ := issuedAt(s.secret)
+	desired, err := r.desiredSecret(s, s.creds, issued, s.secret.Annotations[rkv1.AnnotationRequestHash], s.secret.Annotations[rkv1.AnnotationRotate])
+	if err != nil {
+		return err
+	}
+	cur := s.secret
+	if equality.Semantic.DeepEqual(cur.Data, desired.Data) && equality.Semantic.DeepEqual(cur.Labels, desired.Labels) &&
+		equality.Semantic.DeepEqual(cur.Annotations, desired.Annotations) && cur.Type == desired.Type {
+		return nil
+	}
+	update := cur.DeepCopy()
+	update.Labels, update.Annotations, update.Data = desired.Labels, desired.Annotations, desired.Data
+	s.log.Info("repairing Secret", "secret", cur.Name)
+	return r.Update(ctx, update)
+}

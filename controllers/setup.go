@@ -1,0 +1,121 @@
+package controllers
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+)
+
+// sourceIndex indexes AssumedRoles by the name of their spec.source.assumedRoleRef.
+const sourceIndex = "spec.source.assumedRoleRef.name"
+
+// SetupWithManager registers the reconciler and its watches: AssumedRoles (spec and annotation
+// changes, not their own status writes), the Secrets they own, AssumedRolePolicies and namespace
+// labels (access may change), and the status of chain sources.
+func (r *AssumedRoleReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	if r.Recorder == nil {
+		r.Recorder = mgr.GetEventRecorder("rolekeeper")
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &rkv1.AssumedRole{}, sourceIndex, func(o client.Object) []string {
+		if src := o.(*rkv1.AssumedRole).Spec.Source; src != nil {
+			return []string{src.AssumedRoleRef.Name}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	RegisterStateCollector(mgr.GetClient())
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&rkv1.AssumedRole{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&corev1.Secret{}).
+		Watches(&rkv1.AssumedRolePolicy{}, handler.EnqueueRequestsFromMapFunc(r.allAssumedRoles)).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.assumedRolesIn), builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		Watches(&rkv1.AssumedRole{}, handler.EnqueueRequestsFromMapFunc(r.dependents)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
+		Complete(r)
+}
+
+func requests(list *rkv1.AssumedRoleList) []reconcile.Request {
+	out := make([]reconcile.Request, len(list.Items))
+	for i := range list.Items {
+		out[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
+	}
+	return out
+}
+
+// allAssumedRoles re-queues every AssumedRole when a policy changes: policies are few and change
+// rarely, and any of them may select any namespace.
+func (r *AssumedRoleReconciler) allAssumedRoles(ctx context.Context, _ client.Object) []reconcile.Request {
+	if !r.Options.RequireAccessPolicy {
+		return nil
+	}
+	var list rkv1.AssumedRoleList
+	if err := r.List(ctx, &list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing AssumedRoles after a policy change")
+		return nil
+	}
+	return requests(&list)
+}
+
+func (r *AssumedRoleReconciler) assumedRolesIn(ctx context.Context, ns client.Object) []reconcile.Request {
+	if !r.Options.RequireAccessPolicy {
+		return nil
+	}
+	var list rkv1.AssumedRoleList
+	if err := r.List(ctx, &list, client.InNamespace(ns.GetName())); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing AssumedRoles after a namespace change", "namespace", ns.GetName())
+		return nil
+	}
+	return requests(&list)
+}
+
+// dependents re-queues the AssumedRoles that chain from o, so they issue as soon as it is ready.
+func (r *AssumedRoleReconciler) dependents(ctx context.Context, o client.Object) []reconcile.Request {
+	var list rkv1.AssumedRoleList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{sourceIndex: o.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing dependent AssumedRoles", "source", o.GetName())
+		return nil
+	}
+	return requests(&list)
+}
+
+// CacheOptions caches only the Secrets the operator owns (labelled rolekeeper.io/assumed-role):
+// caching every Secret in a cluster costs memory in proportion to all of them. With namespaces,
+// namespaced objects are watched only there.
+func CacheOptions(namespaces []string) cache.Options {
+	owned, err := labels.NewRequirement(rkv1.LabelAssumedRole, selection.Exists, nil)
+	if err != nil {
+		panic(err) // a constant, valid requirement
+	}
+	opts := cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.NewSelector().Add(*owned)},
+		},
+	}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
+}

@@ -1,0 +1,277 @@
+package controllers_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/controllers"
+	"github.com/rolekeeper/rolekeeper/pkg/sts"
+	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
+	"github.com/rolekeeper/rolekeeper/test/testenv"
+)
+
+var (
+	cfg    *rest.Config
+	k8s    client.Client
+	scheme = runtime.NewScheme()
+)
+
+var operator = ststest.Principal{
+	AccessKeyID:     "AKIAOPERATOR00000001",
+	SecretAccessKey: "operatorSecretKey0000000000000000000000001",
+	Arn:             "arn:aws:iam::000000000000:user/rolekeeper",
+}
+
+func TestMain(m *testing.M) {
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = rkv1.AddToScheme(scheme)
+	env, err := testenv.New()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cfg, err = env.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting the test control plane:", err)
+		os.Exit(1)
+	}
+	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	code := 1
+	if err == nil {
+		code = m.Run()
+	}
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// harness is one test's world: its namespace, an STS emulator, and a manager running the
+// reconciler against both.
+type harness struct {
+	t      *testing.T
+	ns     string
+	sts    *ststest.Server
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	done   chan struct{}
+	// failStatus, when positive, makes that many status writes fail.
+	failStatus atomic.Int32
+	opts       controllers.Options
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// newHarness creates a namespace and an emulator; start runs the manager.
+func newHarness(t *testing.T, emu ststest.Options) *harness {
+	t.Helper()
+	ns := fmt.Sprintf("t-%s-%d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), time.Now().UnixNano()%100000)
+	if len(ns) > 63 {
+		ns = ns[len(ns)-63:]
+		ns = "t" + strings.TrimLeft(ns[1:], "-")
+	}
+	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	emu.Principals = append(emu.Principals, operator)
+	h := &harness{t: t, ns: ns, sts: ststest.New(emu).Start(), logs: &syncBuffer{}}
+	h.opts = controllers.Options{Region: "us-east-1", RequireAccessPolicy: false, SessionTags: true, MaxConcurrentReconciles: 2}
+	t.Cleanup(func() {
+		h.stop()
+		h.sts.Close()
+		if t.Failed() {
+			t.Logf("manager log:\n%s", h.logs.String())
+		}
+	})
+	return h
+}
+
+func (h *harness) stsClient() *sts.Client {
+	return sts.New(aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(operator.AccessKeyID, operator.SecretAccessKey, "")},
+		sts.Options{Endpoint: h.sts.URL, MaxAttempts: 1, QPS: 1000, Burst: 1000, Timeout: 5 * time.Second})
+}
+
+// statusFailingClient fails status writes while the harness asks it to.
+type statusFailingClient struct {
+	client.Client
+	h *harness
+}
+
+func (c statusFailingClient) Status() client.SubResourceWriter {
+	return statusFailingWriter{c.Client.Status(), c.h}
+}
+
+type statusFailingWriter struct {
+	client.SubResourceWriter
+	h *harness
+}
+
+func (w statusFailingWriter) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	if w.h.failStatus.Add(-1) >= 0 {
+		return fmt.Errorf("injected status write failure")
+	}
+	return w.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+}
+
+// start runs a manager with production cache settings, watching only the harness namespace.
+func (h *harness) start() {
+	h.t.Helper()
+	logger := zap.New(zap.WriteTo(h.logs), zap.UseDevMode(false))
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Cache:                  controllers.CacheOptions([]string{h.ns}),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Logger:                 logger,
+		Controller:             configController(),
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctrl.LoggerInto(context.Background(), logger))
+	r := &controllers.AssumedRoleReconciler{Client: statusFailingClient{mgr.GetClient(), h}, STS: h.stsClient(), Options: h.opts}
+	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		h.t.Fatal(err)
+	}
+	h.cancel, h.done = cancel, make(chan struct{})
+	go func() {
+		defer close(h.done)
+		if err := mgr.Start(ctx); err != nil {
+			h.t.Errorf("manager: %v", err)
+		}
+	}()
+}
+
+func (h *harness) stop() {
+	if h.cancel != nil {
+		h.cancel()
+		<-h.done
+		h.cancel = nil
+	}
+}
+
+func (h *harness) allowAll() {
+	h.t.Helper()
+	p := &rkv1.AssumedRolePolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "allow-" + h.ns},
+		Spec:       rkv1.AssumedRolePolicySpec{Namespaces: []string{h.ns}, AllowedRoleArns: []string{"*"}},
+	}
+	if err := k8s.Create(context.Background(), p); err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = k8s.Delete(context.Background(), p) })
+}
+
+func (h *harness) assumedRole(name string, mod func(*rkv1.AssumedRole)) *rkv1.AssumedRole {
+	h.t.Helper()
+	ar := &rkv1.AssumedRole{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: h.ns},
+		Spec:       rkv1.AssumedRoleSpec{AssumeRole: &rkv1.AssumeRoleSpec{RoleArn: "arn:aws:iam::111122223333:role/" + name}},
+	}
+	if mod != nil {
+		mod(ar)
+	}
+	if err := k8s.Create(context.Background(), ar); err != nil {
+		h.t.Fatal(err)
+	}
+	return ar
+}
+
+func (h *harness) get(name string) *rkv1.AssumedRole {
+	h.t.Helper()
+	ar := &rkv1.AssumedRole{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: h.ns, Name: name}, ar); err != nil {
+		h.t.Fatal(err)
+	}
+	return ar
+}
+
+func (h *harness) secret(name string) *corev1.Secret {
+	h.t.Helper()
+	s := &corev1.Secret{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: h.ns, Name: name}, s); err != nil {
+		return nil
+	}
+	return s
+}
+
+// eventually polls cond every 100 ms until it holds or timeout passes.
+func (h *harness) eventually(timeout time.Duration, what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func condition(ar *rkv1.AssumedRole, typ string) *metav1.Condition {
+	return meta.FindStatusCondition(ar.Status.Conditions, typ)
+}
+
+func (h *harness) waitCondition(name, typ string, status metav1.ConditionStatus, reason string, timeout time.Duration) *rkv1.AssumedRole {
+	h.t.Helper()
+	var ar *rkv1.AssumedRole
+	h.eventually(timeout, fmt.Sprintf("%s %s=%s (%s)", name, typ, status, reason), func() bool {
+		ar = h.get(name)
+		c := condition(ar, typ)
+		return c != nil && c.Status == status && (reason == "" || c.Reason == reason) && c.ObservedGeneration == ar.Generation
+	})
+	return ar
+}
+
+func (h *harness) events() []string {
+	h.t.Helper()
+	var list corev1.EventList
+	if err := k8s.List(context.Background(), &list, client.InNamespace(h.ns)); err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range list.Items {
+		out = append(out, e.Reason+": "+e.Message)
+	}
+	return out
+}
+
+// configController lets each test run its own manager with the same controller name.
+func configController() ctrlconfig.Controller {
+	return ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}
+}
