@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ var operator = ststest.Principal{
 }
 
 func TestMain(m *testing.M) {
+	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = rkv1.AddToScheme(scheme)
 	env, err := testenv.New()
@@ -124,7 +126,7 @@ func newHarness(t *testing.T, emu ststest.Options) *harness {
 
 func (h *harness) stsClient() *sts.Client {
 	return sts.New(aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(operator.AccessKeyID, operator.SecretAccessKey, "")},
-		sts.Options{Endpoint: h.sts.URL, MaxAttempts: 1, QPS: 1000, Burst: 1000, Timeout: 5 * time.Second})
+		sts.Options{Endpoint: h.sts.URL, MaxAttempts: 1, QPS: 1000, Burst: 1000, Timeout: 5 * time.Second, Observe: controllers.ObserveSTS})
 }
 
 // statusFailingClient fails status writes while the harness asks it to.
