@@ -110,7 +110,7 @@ func (r *AssumedRoleReconciler) resolveRequest(_ context.Context, s *scope) (boo
 	s.req = req
 	if err != nil {
 		r.block(s, rkv1.ReasonInvalidSpec, "the request cannot be sent to AWS: "+err.Error(), true)
-		return true, ctrl.Result{}, nil
+		return true, ctrl.Result{}, nil //nolint:nilerr // an invalid spec is reported in status; retrying cannot help until it changes
 	}
 	return false, ctrl.Result{}, nil
 }

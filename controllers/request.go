@@ -104,13 +104,6 @@ func buildRequest(ar *rkv1.AssumedRole, opts Options) (*request, error) {
 	return r, nil
 }
 
-func (r *request) durationSeconds() int32 {
-	if r.role != nil {
-		return r.role.DurationSeconds
-	}
-	return r.root.DurationSeconds
-}
-
 // accessRequest is the request as AssumedRolePolicies see it.
 func (r *request) accessRequest(ar *rkv1.AssumedRole) access.Request {
 	if r.role != nil {

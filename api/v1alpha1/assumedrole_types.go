@@ -424,7 +424,3 @@ type AssumedRoleList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AssumedRole `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&AssumedRole{}, &AssumedRoleList{})
-}

@@ -86,7 +86,3 @@ type AssumedRolePolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AssumedRolePolicy `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&AssumedRolePolicy{}, &AssumedRolePolicyList{})
-}

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -45,7 +46,7 @@ func run(addr, accessKey, secretKey, arn string, timeScale float64, strict bool,
 	mux := http.NewServeMux()
 	mux.Handle("/_ststest/", srv.ControlHandler())
 	mux.Handle("/", srv)
-	l, err := net.Listen("tcp", addr)
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return err
 	}

@@ -64,7 +64,7 @@ func TestStandaloneEmulator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var calls []ststest.Call
 	if err := json.NewDecoder(resp.Body).Decode(&calls); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ package renewal
 
 import (
 	"hash/fnv"
+	"strconv"
 	"time"
 )
 
@@ -22,9 +23,10 @@ const (
 	// ExpiryMargin is how long before expiry renewal happens at the latest.
 	ExpiryMargin = 60 * time.Second
 
-	// RetryBase and RetryMax bound the backoff after retryable failures.
+	// RetryBase is the first backoff after a retryable failure; it doubles with each attempt.
 	RetryBase = 5 * time.Second
-	RetryMax  = 5 * time.Minute
+	// RetryMax caps the backoff after retryable failures.
+	RetryMax = 5 * time.Minute
 	// SlowRetry is the wait after a terminal failure, in case the cause was fixed outside the
 	// cluster (a trust policy, an SCP).
 	SlowRetry = 10 * time.Minute
@@ -76,7 +78,7 @@ func Backoff(attempt int32, retryable bool, seed string) time.Duration {
 	for i := int32(1); i < attempt && d < RetryMax; i++ {
 		d *= 2
 	}
-	d += time.Duration(float64(d) * 0.2 * fraction(seed+"/"+string(rune('0'+attempt%10))))
+	d += time.Duration(float64(d) * 0.2 * fraction(seed+"/"+strconv.Itoa(int(attempt))))
 	return min(d, RetryMax).Truncate(time.Millisecond)
 }
 

@@ -245,7 +245,7 @@ func (c *Client) AssumeRole(ctx context.Context, req AssumeRoleRequest, source *
 		Credentials:      fromSDK(out.Credentials),
 		IssuedAt:         issuedAt,
 		SourceIdentity:   aws.ToString(out.SourceIdentity),
-		PackedPolicySize: out.PackedPolicySize,
+		PackedPolicySize: out.PackedPolicySize, //nolint:staticcheck // still returned by STS and shown in status as DESIGN asks
 		RequestID:        requestID(out.ResultMetadata),
 	}
 	if u := out.AssumedRoleUser; u != nil {

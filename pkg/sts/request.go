@@ -165,7 +165,7 @@ func (r AssumeRoleRequest) Validate() error {
 			errs = append(errs, errors.New("sourceIdentity may contain only letters, digits and _+=,.@-"))
 		}
 		if strings.HasPrefix(strings.ToLower(r.SourceIdentity), "aws:") {
-			errs = append(errs, errors.New("sourceIdentity must not start with aws:"))
+			errs = append(errs, errors.New("sourceIdentity must not start with aws: (reserved by AWS)"))
 		}
 	}
 	if r.Policy != "" && !json.Valid([]byte(r.Policy)) {

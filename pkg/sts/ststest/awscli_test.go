@@ -82,7 +82,7 @@ func TestAWSCLIAgainstEmulator(t *testing.T) {
 		t.Fatalf("credentials not parsed by the CLI: key id %q", c.AccessKeyID)
 	}
 	exp, err := time.Parse(time.RFC3339, strings.Replace(c.Expiration, "+00:00", "Z", 1))
-	if err != nil || exp.Sub(time.Now()) < 29*time.Minute || exp.Sub(time.Now()) > 31*time.Minute {
+	if err != nil || time.Until(exp) < 29*time.Minute || time.Until(exp) > 31*time.Minute {
 		t.Errorf("expiration %q, want about 30 minutes from now", c.Expiration)
 	}
 	if assumed.AssumedRoleUser.Arn != "arn:aws:sts::111122223333:assumed-role/reader/cli-session" || assumed.SourceIdentity != "ci-bot" || assumed.PackedPolicySize == 0 {

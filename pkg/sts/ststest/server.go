@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -376,7 +377,7 @@ func (s *Server) authenticate(r *http.Request, body []byte) (*session, string, *
 		return nil, "", &apiError{http.StatusForbidden, "InvalidClientTokenId", "The security token included in the request is invalid."}
 	}
 	if err := auth.verify(r, body, secret, time.Now(), s.opts.MaxSkew); err != nil {
-		if err == errSkew {
+		if errors.Is(err, errSkew) {
 			return nil, "", &apiError{http.StatusForbidden, "SignatureDoesNotMatch", "Signature expired: the request time is too far from the server time."}
 		}
 		return nil, "", &apiError{http.StatusForbidden, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."}

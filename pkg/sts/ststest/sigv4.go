@@ -50,7 +50,7 @@ func parseAuthorization(h string) (*sigV4, error) {
 		}
 	}
 	if s.AccessKeyID == "" || s.Signature == "" || len(s.SignedHeaders) == 0 {
-		return nil, errors.New("Authorization header lacks Credential, SignedHeaders or Signature")
+		return nil, errors.New("the Authorization header lacks Credential, SignedHeaders or Signature")
 	}
 	return s, nil
 }
