@@ -81,6 +81,8 @@ type harness struct {
 	// failStatus, when positive, makes that many status writes fail.
 	failStatus atomic.Int32
 	opts       controllers.Options
+	// extra are further namespaces of this test, watched by its manager.
+	extra []string
 }
 
 type syncBuffer struct {
@@ -157,7 +159,7 @@ func (h *harness) start() {
 	logger := zap.New(zap.WriteTo(h.logs), zap.UseDevMode(false))
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
-		Cache:                  controllers.CacheOptions([]string{h.ns}),
+		Cache:                  controllers.CacheOptions(append([]string{h.ns}, h.extra...)),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Logger:                 logger,
@@ -186,6 +188,45 @@ func (h *harness) stop() {
 		<-h.done
 		h.cancel = nil
 	}
+}
+
+// namespace creates a further namespace for this test (before start) and returns its name.
+func (h *harness) namespace(suffix string, labels map[string]string) string {
+	h.t.Helper()
+	name := h.ns + "-" + suffix
+	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}); err != nil {
+		h.t.Fatal(err)
+	}
+	h.extra = append(h.extra, name)
+	return name
+}
+
+// create creates an AssumedRole in any namespace of the test.
+func (h *harness) create(ns, name string, spec rkv1.AssumedRoleSpec) {
+	h.t.Helper()
+	ar := &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
+	if err := k8s.Create(context.Background(), ar); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) getIn(ns, name string) *rkv1.AssumedRole {
+	h.t.Helper()
+	ar := &rkv1.AssumedRole{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, ar); err != nil {
+		h.t.Fatal(err)
+	}
+	return ar
+}
+
+// policy creates a cluster-scoped AssumedRolePolicy removed when the test ends.
+func (h *harness) policy(name string, spec rkv1.AssumedRolePolicySpec) {
+	h.t.Helper()
+	p := &rkv1.AssumedRolePolicy{ObjectMeta: metav1.ObjectMeta{Name: h.ns + "-" + name}, Spec: spec}
+	if err := k8s.Create(context.Background(), p); err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = k8s.Delete(context.Background(), p) })
 }
 
 func (h *harness) allowAll() {

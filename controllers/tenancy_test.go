@@ -1,0 +1,283 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
+)
+
+func roleSpec(arn string, duration int32) rkv1.AssumedRoleSpec {
+	return rkv1.AssumedRoleSpec{AssumeRole: &rkv1.AssumeRoleSpec{RoleArn: arn, DurationSeconds: ptr.To(duration)}}
+}
+
+func rootSpec(target string, task rkv1.RootTaskPolicy) rkv1.AssumedRoleSpec {
+	return rkv1.AssumedRoleSpec{AssumeRoot: &rkv1.AssumeRootSpec{TargetPrincipal: target, TaskPolicy: task}}
+}
+
+// callsFor counts the STS calls made for one AssumedRole: AssumeRole calls carry its session name
+// (<namespace>.<name>); AssumeRoot calls are matched by target.
+func callsFor(srv *ststest.Server, ns, name, rootTarget string) int {
+	n := 0
+	for _, c := range srv.Calls() {
+		if c.SessionName == ns+"."+name || (rootTarget != "" && c.Action == "AssumeRoot" && c.TargetPrincipal == rootTarget) {
+			n++
+		}
+	}
+	return n
+}
+
+// Namespaces × policies × requests: every allowed request is issued with exactly one STS call,
+// every denied one is NotPermitted with none.
+func TestAccessPolicyTable(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, ststest.Options{})
+	h.opts.RequireAccessPolicy = true
+	tier := h.ns + "-tier"
+	teamA := h.namespace("team-a", nil)
+	teamB := h.namespace("team-b", nil)
+	platform := h.namespace("platform", map[string]string{tier: "platform"})
+	h.policy("team-a", rkv1.AssumedRolePolicySpec{Namespaces: []string{teamA}, AllowedRoleArns: []string{"arn:aws:iam::111122223333:role/team-a-*"}, MaxDurationSeconds: ptr.To[int32](3600)})
+	h.policy("platform", rkv1.AssumedRolePolicySpec{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{tier: "platform"}}, AllowedRoleArns: []string{"arn:aws:iam::*:role/platform-*"}})
+	h.policy("root", rkv1.AssumedRolePolicySpec{Namespaces: []string{platform}, AllowedRootTargets: []string{"4444*"}, AllowedTaskPolicies: []rkv1.RootTaskPolicy{rkv1.TaskPolicyS3UnlockBucketPolicy}})
+	h.start()
+
+	cases := []struct {
+		ns, name   string
+		spec       rkv1.AssumedRoleSpec
+		rootTarget string
+		allowed    bool
+		message    string
+	}{
+		{teamA, "own-role", roleSpec("arn:aws:iam::111122223333:role/team-a-reader", 3600), "", true, ""},
+		{teamA, "too-long", roleSpec("arn:aws:iam::111122223333:role/team-a-reader", 7200), "", false, "caps it at 3600 s"},
+		{teamA, "other-team", roleSpec("arn:aws:iam::111122223333:role/team-b-reader", 3600), "", false, "none allows role arn:aws:iam::111122223333:role/team-b-reader"},
+		{teamB, "no-policy", roleSpec("arn:aws:iam::111122223333:role/team-a-reader", 3600), "", false, "no AssumedRolePolicy selects namespace " + teamB},
+		{platform, "by-label", roleSpec("arn:aws:iam::444455556666:role/platform-admin", 43200), "", true, ""},
+		{platform, "root-unlock", rootSpec("444455556666", rkv1.TaskPolicyS3UnlockBucketPolicy), "444455556666", true, ""},
+		{platform, "root-delete", rootSpec("444455556667", rkv1.TaskPolicyIAMDeleteRootUserCredentials), "444455556667", false, "none allows AssumeRoot on 444455556667 with task policy IAMDeleteRootUserCredentials"},
+		{teamA, "root-elsewhere", rootSpec("444455556668", rkv1.TaskPolicyS3UnlockBucketPolicy), "444455556668", false, "none allows AssumeRoot"},
+	}
+	for _, c := range cases {
+		h.create(c.ns, c.name, c.spec)
+	}
+	for _, c := range cases {
+		want := map[bool]metav1.ConditionStatus{true: metav1.ConditionTrue, false: metav1.ConditionFalse}[c.allowed]
+		h.eventually(30*time.Second, fmt.Sprintf("%s/%s Ready=%s", c.ns, c.name, want), func() bool {
+			cond := condition(h.getIn(c.ns, c.name), rkv1.ConditionReady)
+			return cond != nil && cond.Status == want && (c.allowed || cond.Reason == rkv1.ReasonNotPermitted)
+		})
+	}
+	time.Sleep(2 * time.Second) // room for any stray call to show up
+	for _, c := range cases {
+		ar := h.getIn(c.ns, c.name)
+		calls := callsFor(h.sts, c.ns, c.name, c.rootTarget)
+		if c.allowed && calls != 1 {
+			t.Errorf("%s/%s allowed with %d STS calls, want 1", c.ns, c.name, calls)
+		}
+		if !c.allowed {
+			if calls != 0 {
+				t.Errorf("%s/%s denied but made %d STS calls", c.ns, c.name, calls)
+			}
+			if st := condition(ar, rkv1.ConditionStalled); st.Status != metav1.ConditionTrue || !strings.Contains(st.Message, c.message) {
+				t.Errorf("%s/%s Stalled %+v, want a message with %q", c.ns, c.name, st, c.message)
+			}
+		}
+		t.Logf("%-40s %-14s allowed=%-5v calls=%d", c.ns, c.name, c.allowed, calls)
+	}
+
+	// Labelling team-b into the platform tier lets its AssumedRoles in, with no other change.
+	h.create(teamB, "joins-platform", roleSpec("arn:aws:iam::444455556666:role/platform-reader", 3600))
+	h.eventually(30*time.Second, "joins-platform NotPermitted", func() bool {
+		c := condition(h.getIn(teamB, "joins-platform"), rkv1.ConditionReady)
+		return c != nil && c.Reason == rkv1.ReasonNotPermitted
+	})
+	relabel(t, teamB, map[string]string{tier: "platform"})
+	h.eventually(30*time.Second, "joins-platform Ready after the namespace label", func() bool {
+		c := condition(h.getIn(teamB, "joins-platform"), rkv1.ConditionReady)
+		return c != nil && c.Status == metav1.ConditionTrue
+	})
+}
+
+// AWS-side isolation: a role whose trust policy requires kubernetes-namespace=<ns> is granted to
+// that namespace only, even where an AssumedRolePolicy would allow it everywhere.
+func TestTrustPolicyPinsRoleToNamespace(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, ststest.Options{})
+	other := h.namespace("other", nil)
+	pinned := "arn:aws:iam::111122223333:role/pinned"
+	h.sts.SetRole(pinned, ststest.RoleRule{RequireTags: map[string]string{"kubernetes-namespace": h.ns}})
+	h.start()
+	h.create(h.ns, "mine", roleSpec(pinned, 900))
+	h.create(other, "theirs", roleSpec(pinned, 900))
+	h.waitCondition("mine", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
+	h.eventually(30*time.Second, "theirs refused by AWS", func() bool {
+		ar := h.getIn(other, "theirs")
+		return ar.Status.LastFailure != nil && ar.Status.LastFailure.Code == "AccessDenied"
+	})
+	if c := condition(h.getIn(other, "theirs"), rkv1.ConditionStalled); c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "sts:TagSession") {
+		t.Errorf("Stalled %+v", c)
+	}
+}
+
+// Every AssumeRole parameter of the spec arrives at STS exactly as specified, with the operator's
+// tags (kubernetes-cluster too, with --cluster-name).
+func TestEveryParameterReachesSTS(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, ststest.Options{})
+	h.opts.ClusterName = "prod-eu"
+	h.start()
+	policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}`
+	h.assumedRole("full", func(ar *rkv1.AssumedRole) {
+		ar.Spec.Region = "eu-west-1"
+		ar.Spec.AssumeRole = &rkv1.AssumeRoleSpec{
+			RoleArn:           "arn:aws:iam::111122223333:role/full",
+			SessionName:       "custom-session",
+			DurationSeconds:   ptr.To[int32](1800),
+			ExternalID:        "ext-123",
+			SourceIdentity:    "pipeline@example.com",
+			Policy:            policy,
+			PolicyArns:        []string{"arn:aws:iam::aws:policy/ReadOnlyAccess", "arn:aws:iam::111122223333:policy/extra"},
+			Tags:              []rkv1.SessionTag{{Key: "team", Value: "payments"}, {Key: "cost center", Value: "42"}},
+			TransitiveTagKeys: []string{"team", "kubernetes-namespace"},
+		}
+	})
+	ar := h.waitCondition("full", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
+	call := h.sts.Calls()[0]
+	got := []any{call.Region, call.RoleArn, call.SessionName, call.DurationSeconds, call.ExternalID, call.SourceIdentity, call.Policy, call.PolicyArns, call.Tags, call.TransitiveTagKeys}
+	want := []any{"eu-west-1", "arn:aws:iam::111122223333:role/full", "custom-session", int32(1800), "ext-123", "pipeline@example.com", policy,
+		[]string{"arn:aws:iam::aws:policy/ReadOnlyAccess", "arn:aws:iam::111122223333:policy/extra"},
+		[]ststest.Tag{{Key: "team", Value: "payments"}, {Key: "cost center", Value: "42"}, {Key: "kubernetes-namespace", Value: h.ns}, {Key: "kubernetes-name", Value: "full"}, {Key: "kubernetes-cluster", Value: "prod-eu"}},
+		[]string{"team", "kubernetes-namespace"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("STS received\n %v\nwant\n %v", got, want)
+	}
+	if ar.Status.SourceIdentity != "pipeline@example.com" || ar.Status.AssumedRoleUser.Arn != "arn:aws:sts::111122223333:assumed-role/full/custom-session" {
+		t.Errorf("status %+v", ar.Status)
+	}
+	if got := string(h.secret("full").Data["AWS_REGION"]); got != "eu-west-1" {
+		t.Errorf("AWS_REGION %q", got)
+	}
+
+	// --session-tags=false sends only the user's tags.
+	h2 := newHarness(t, ststest.Options{})
+	h2.opts.SessionTags = false
+	h2.start()
+	h2.assumedRole("untagged", func(ar *rkv1.AssumedRole) {
+		ar.Spec.AssumeRole.Tags = []rkv1.SessionTag{{Key: "team", Value: "a"}}
+	})
+	h2.waitCondition("untagged", rkv1.ConditionReady, metav1.ConditionTrue, "", 30*time.Second)
+	if tags := h2.sts.Calls()[0].Tags; len(tags) != 1 || tags[0].Key != "team" {
+		t.Errorf("with --session-tags=false the tags were %v", tags)
+	}
+}
+
+// AssumeRoot: target, task policy ARN in the region's partition, 900 s by default, the regional
+// endpoint; without any region it is refused before reaching AWS.
+func TestAssumeRoot(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, ststest.Options{})
+	h.opts.RequireAccessPolicy = true
+	h.policy("root", rkv1.AssumedRolePolicySpec{Namespaces: []string{h.ns}, AllowedRootTargets: []string{"444455556666"}, AllowedTaskPolicies: []rkv1.RootTaskPolicy{rkv1.TaskPolicySQSUnlockQueuePolicy}})
+	h.opts.Region = ""
+	h.start()
+	h.create(h.ns, "unlock", rkv1.AssumedRoleSpec{Region: "eu-central-1", AssumeRoot: &rkv1.AssumeRootSpec{TargetPrincipal: "444455556666", TaskPolicy: rkv1.TaskPolicySQSUnlockQueuePolicy}})
+	h.create(h.ns, "no-region", rootSpec("444455556666", rkv1.TaskPolicySQSUnlockQueuePolicy))
+	ar := h.waitCondition("unlock", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
+	calls := h.sts.Calls()
+	if len(calls) != 1 {
+		t.Fatalf("%d calls, want 1", len(calls))
+	}
+	c := calls[0]
+	if c.Action != "AssumeRoot" || c.TargetPrincipal != "444455556666" || c.TaskPolicyArn != "arn:aws:iam::aws:policy/root-task/SQSUnlockQueuePolicy" || c.DurationSeconds != 900 || c.Region != "eu-central-1" {
+		t.Errorf("STS received %+v", c)
+	}
+	if lifetime := ar.Status.Expiration.Sub(ar.Status.LastIssuedTime.Time); lifetime < 899*time.Second || lifetime > 901*time.Second {
+		t.Errorf("root session lasts %v, want 900 s", lifetime)
+	}
+	if renew := ar.Status.RenewalTime.Sub(ar.Status.LastIssuedTime.Time); renew > 10*time.Minute || renew < 9*time.Minute {
+		t.Errorf("renewal after %v, want about 10 minutes", renew)
+	}
+	id, err := h.stsClient().GetCallerIdentity(context.Background(), "eu-central-1", credsOf(h.secret("unlock")))
+	if err != nil || id.Arn != "arn:aws:iam::444455556666:root" {
+		t.Errorf("the root session authenticates as %+v (%v)", id, err)
+	}
+	nr := h.waitCondition("no-region", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonInvalidSpec, 30*time.Second)
+	if msg := condition(nr, rkv1.ConditionStalled).Message; !strings.Contains(msg, "AssumeRoot needs a region") {
+		t.Errorf("no-region message %q", msg)
+	}
+}
+
+// A two-hop chain issues and rotates, each hop signed by the previous one's session; a source
+// that is not ready yet makes its dependents wait and then issue by themselves; a cycle is refused.
+func TestRoleChaining(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, ststest.Options{TimeScale: 120}) // 3600 s lasts 30 s
+	h.start()
+	hop := func(name, source string) rkv1.AssumedRoleSpec {
+		spec := roleSpec("arn:aws:iam::111122223333:role/"+name, 3600)
+		if source != "" {
+			spec.Source = &rkv1.CredentialSource{AssumedRoleRef: rkv1.LocalAssumedRoleReference{Name: source}}
+		}
+		return spec
+	}
+	// The last hop first: it waits for its source.
+	h.create(h.ns, "hop2", hop("hop2", "hop1"))
+	h.waitCondition("hop2", rkv1.ConditionReady, metav1.ConditionFalse, rkv1.ReasonSourceNotReady, 30*time.Second)
+	h.create(h.ns, "hop1", hop("hop1", "base"))
+	h.create(h.ns, "base", hop("base", ""))
+	for _, name := range []string{"base", "hop1", "hop2"} {
+		h.waitCondition(name, rkv1.ConditionReady, metav1.ConditionTrue, "", 30*time.Second)
+	}
+	callers := map[string]string{}
+	for _, c := range h.sts.Calls() {
+		callers[c.RoleArn[strings.LastIndex(c.RoleArn, "/")+1:]] = c.Caller
+	}
+	base, hop1 := h.get("base"), h.get("hop1")
+	if callers["base"] != operator.Arn || callers["hop1"] != base.Status.AssumedRoleUser.Arn || callers["hop2"] != hop1.Status.AssumedRoleUser.Arn {
+		t.Errorf("callers %v", callers)
+	}
+
+	first := credsOf(h.secret("hop2")).AccessKeyID
+	seen := map[string]bool{first: true}
+	h.eventually(90*time.Second, "hop2 rotated twice", func() bool {
+		if c := credsOf(h.secret("hop2")); c != nil {
+			seen[c.AccessKeyID] = true
+		}
+		return len(seen) >= 3
+	})
+
+	h.create(h.ns, "loop-a", hop("loop-a", "loop-b"))
+	h.create(h.ns, "loop-b", hop("loop-b", "loop-a"))
+	ar := h.waitCondition("loop-a", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonInvalidSpec, 30*time.Second)
+	if msg := condition(ar, rkv1.ConditionStalled).Message; !strings.Contains(msg, "cycle: loop-a -> loop-b -> loop-a") {
+		t.Errorf("cycle message %q", msg)
+	}
+	for _, c := range h.sts.Calls() {
+		if strings.HasSuffix(c.RoleArn, "/loop-a") || strings.HasSuffix(c.RoleArn, "/loop-b") {
+			t.Errorf("a call was made for a cycle: %+v", c)
+		}
+	}
+}
+
+func relabel(t *testing.T, ns string, labels map[string]string) {
+	t.Helper()
+	var n corev1.Namespace
+	if err := k8s.Get(context.Background(), client.ObjectKey{Name: ns}, &n); err != nil {
+		t.Fatal(err)
+	}
+	n.Labels = labels
+	if err := k8s.Update(context.Background(), &n); err != nil {
+		t.Fatal(err)
+	}
+}
