@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -63,6 +64,8 @@ type scope struct {
 	credsOK bool
 	// dueReason and dueMessage say why an issuance is due; empty when nothing is due.
 	dueReason, dueMessage string
+	// called is set once this reconcile called STS: only it knows the outcome.
+	called bool
 }
 
 // step is one named stage of a reconcile. It returns done=true to end the reconcile with res.
@@ -79,7 +82,12 @@ func (r *AssumedRoleReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	s := &scope{ar: ar, before: ar.DeepCopy(), now: r.Clock.Now(), log: ctrl.LoggerFrom(ctx)}
 	res, err := r.run(ctx, s, r.resolveRequest, r.checkAccess, r.loadSecret, r.decide, r.resolveSource, r.issue)
-	if perr := r.patchStatus(ctx, s); perr != nil && err == nil {
+	perr := r.patchStatus(ctx, s)
+	if apierrors.IsConflict(perr) && err == nil {
+		// Decided on a stale copy of the AssumedRole; decide again on the current one.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	if perr != nil && err == nil {
 		err = perr
 	}
 	if err != nil {
@@ -97,11 +105,19 @@ func (r *AssumedRoleReconciler) run(ctx context.Context, s *scope, steps ...step
 	return ctrl.Result{}, nil
 }
 
+// patchStatus writes status when it changed. A reconcile that decided from a stale cached copy
+// must not overwrite newer status, so the patch carries the resourceVersion it was based on;
+// only a reconcile that has just called STS patches without that check, because what it records
+// about the call (the credentials' metadata, or the failure that sets the backoff) is known only
+// to it.
 func (r *AssumedRoleReconciler) patchStatus(ctx context.Context, s *scope) error {
 	if equality.Semantic.DeepEqual(s.before.Status, s.ar.Status) {
 		return nil
 	}
-	return r.Status().Patch(ctx, s.ar, client.MergeFrom(s.before))
+	if s.called {
+		return r.Status().Patch(ctx, s.ar, client.MergeFrom(s.before))
+	}
+	return r.Status().Patch(ctx, s.ar, client.MergeFromWithOptions(s.before, client.MergeFromWithOptimisticLock{}))
 }
 
 // resolveRequest builds the STS request from the spec and the operator's options.
@@ -231,6 +247,7 @@ func (r *AssumedRoleReconciler) waitForBackoff(s *scope) (bool, ctrl.Result, err
 func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl.Result, error) {
 	var res *sts.Result
 	var err error
+	s.called = true
 	if s.req.role != nil {
 		res, err = r.STS.AssumeRole(ctx, *s.req.role, s.source)
 	} else {
@@ -248,6 +265,8 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl
 	reason := rkv1.ReasonRenewed
 	if first {
 		reason = rkv1.ReasonIssued
+	} else {
+		s.ar.Status.RolloutRestart = r.restartTargets(ctx, s.ar, res.IssuedAt)
 	}
 	setIssued(s.ar, issuedFacts{
 		secretName: secretName(s.ar), issuedAt: res.IssuedAt, expiration: res.Credentials.Expiration, renewalTime: at,

@@ -64,7 +64,7 @@ func setIssued(ar *rkv1.AssumedRole, f issuedFacts) {
 		}
 	}
 	setCondition(ar, rkv1.ConditionReady, metav1.ConditionTrue, reason,
-		fmt.Sprintf("credentials in Secret %s are valid until %s; renewal at %s", f.secretName, rfc3339(f.expiration), rfc3339(f.renewalTime)))
+		fmt.Sprintf("credentials in Secret %s are valid until %s; renewal at %s%s", f.secretName, rfc3339(f.expiration), rfc3339(f.renewalTime), restartNote(st.RolloutRestart)))
 	setCondition(ar, rkv1.ConditionIssuing, metav1.ConditionFalse, rkv1.ReasonUpToDate, "credentials are current")
 	setCondition(ar, rkv1.ConditionStalled, metav1.ConditionFalse, rkv1.ReasonUpToDate, "")
 }

@@ -378,10 +378,37 @@ type AssumedRoleStatus struct {
 	// +optional
 	RotateRequest string `json:"rotateRequest,omitempty"`
 
+	// rolloutRestart is the outcome of the last rollout restart after a rotation.
+	// +optional
+	RolloutRestart *RolloutRestartStatus `json:"rolloutRestart,omitempty"`
+
 	// lastFailure is the most recent failed issuance, with the AWS error code. It never holds
 	// credential material.
 	// +optional
 	LastFailure *IssueFailure `json:"lastFailure,omitempty"`
+}
+
+// RolloutRestartStatus is what happened to rolloutRestartTargets after a rotation.
+type RolloutRestartStatus struct {
+	// time of the rotation the restarts were for (the value written to
+	// rolekeeper.io/restartedAt).
+	// +optional
+	Time *metav1.Time `json:"time,omitempty"`
+	// restarted lists the targets patched, as Kind/name.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	Restarted []string `json:"restarted,omitempty"`
+	// notFound lists targets that do not exist, as Kind/name. The rotation itself succeeded.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	NotFound []string `json:"notFound,omitempty"`
+	// failed lists targets whose patch failed, as Kind/name: message.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	Failed []string `json:"failed,omitempty"`
 }
 
 // AssumedRoleUser identifies an STS session.
