@@ -17,6 +17,9 @@ const (
 	KeySessionToken         = "AWS_SESSION_TOKEN"
 	KeyCredentialExpiration = "AWS_CREDENTIAL_EXPIRATION"
 	KeyRegion               = "AWS_REGION"
+	// KeyDefaultRegion carries the same region for SDKs that read only AWS_DEFAULT_REGION
+	// (botocore: boto3 and the AWS CLI v1).
+	KeyDefaultRegion = "AWS_DEFAULT_REGION"
 	KeyCredentials          = "credentials"
 	KeyConfig               = "config"
 	KeyCredentialProcess    = "credential_process.json"
@@ -57,6 +60,7 @@ func Render(in Input) map[string][]byte {
 	}
 	if in.Region != "" {
 		data[KeyRegion] = []byte(in.Region)
+		data[KeyDefaultRegion] = []byte(in.Region)
 	}
 	if in.CredentialProcessMountPath != "" {
 		data[KeyCredentialProcess] = credentialProcessJSON(in, exp)
@@ -70,7 +74,7 @@ func Render(in Input) map[string][]byte {
 func Keys(in Input) []string {
 	keys := []string{KeyAccessKeyID, KeySecretAccessKey, KeySessionToken, KeyCredentialExpiration, KeyCredentials}
 	if in.Region != "" {
-		keys = append(keys, KeyRegion)
+		keys = append(keys, KeyRegion, KeyDefaultRegion)
 	}
 	if in.CredentialProcessMountPath != "" {
 		keys = append(keys, KeyCredentialProcess, KeyConfig)
