@@ -64,6 +64,13 @@ minio: $(MINIO) ## Build MinIO, the independent STS AssumeRole peer, from its Go
 test: control-plane minio ## Unit and integration (envtest) tests, including the STS conformance tests.
 	KUBEBUILDER_ASSETS=$(ASSETS) MINIO_BIN=$(MINIO) $(GO) test $(TEST_FLAGS) ./...
 
+$(ASSETS)/kubectl:
+	WITH_KUBECTL=1 KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) ASSETS_DIR=$(ASSETS) hack/build-control-plane.sh
+
+.PHONY: test-e2e
+test-e2e: control-plane $(ASSETS)/kubectl minio ## End-to-end tests: the built binary, config/crd and config/rbac against a real control plane, MinIO and the emulator.
+	KUBEBUILDER_ASSETS=$(ASSETS) MINIO_BIN=$(MINIO) $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/ $(if $(RUN),-run '$(RUN)')
+
 .PHONY: bench
 bench: ## Benchmarks of the STS client, emulator and pure code.
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime=1x ./pkg/... | tee bin/bench.txt

@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -38,6 +39,9 @@ type flags struct {
 	leaderElect           bool
 	leaderElectionID      string
 	leaderElectionNS      string
+	leaseDuration         time.Duration
+	renewDeadline         time.Duration
+	retryPeriod           time.Duration
 	metricsBindAddress    string
 	healthProbeBindAddres string
 }
@@ -60,6 +64,9 @@ func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "Use leader election so that only one replica calls STS.")
 	fs.StringVar(&f.leaderElectionID, "leader-election-id", "rolekeeper.rolekeeper.io", "Name of the leader election Lease.")
 	fs.StringVar(&f.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
+	fs.DurationVar(&f.leaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a lost leader's lease blocks the other replicas.")
+	fs.DurationVar(&f.renewDeadline, "leader-election-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew (for example while the API server restarts) before it stops and exits.")
+	fs.DurationVar(&f.retryPeriod, "leader-election-retry-period", 2*time.Second, "How often replicas try to acquire or renew the lease.")
 	fs.StringVar(&f.metricsBindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	fs.StringVar(&f.healthProbeBindAddres, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
 	if err := fs.Parse(args); err != nil {
@@ -81,6 +88,9 @@ func (f *flags) validate() error {
 	}
 	if f.maxConcurrent < 1 {
 		errs = append(errs, fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", f.maxConcurrent))
+	}
+	if f.leaderElect && (f.retryPeriod <= 0 || f.renewDeadline <= f.retryPeriod || f.leaseDuration <= f.renewDeadline) {
+		errs = append(errs, fmt.Errorf("leader election needs 0 < --leader-election-retry-period < --leader-election-renew-deadline < --leader-election-lease-duration, got %v, %v, %v", f.retryPeriod, f.renewDeadline, f.leaseDuration))
 	}
 	if f.stsEndpoint != "" && !strings.HasPrefix(f.stsEndpoint, "https://") && !strings.HasPrefix(f.stsEndpoint, "http://") {
 		errs = append(errs, fmt.Errorf("--sts-endpoint must be a URL starting with https://, got %q", f.stsEndpoint))
@@ -138,6 +148,9 @@ func run(f *flags) error {
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        f.leaderElectionID,
 		LeaderElectionNamespace: f.leaderElectionNS,
+		LeaseDuration:           &f.leaseDuration,
+		RenewDeadline:           &f.renewDeadline,
+		RetryPeriod:             &f.retryPeriod,
 		// A leader that steps down stops calling STS at once; the next one reads state from the
 		// Secrets, so nothing is lost by releasing the lease on shutdown.
 		LeaderElectionReleaseOnCancel: true,
@@ -164,6 +177,7 @@ func run(f *flags) error {
 		SessionTags:             f.sessionTags,
 		ClusterName:             f.clusterName,
 		MaxConcurrentReconciles: f.maxConcurrent,
+		WatchNamespaces:         f.namespaces(),
 	}
 	reconciler := &controllers.AssumedRoleReconciler{Client: mgr.GetClient(), STS: stsClient, Options: opts}
 	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {

@@ -13,4 +13,6 @@ type Options struct {
 	ClusterName string
 	// MaxConcurrentReconciles bounds parallel reconciles of AssumedRoles.
 	MaxConcurrentReconciles int
+	// WatchNamespaces, when not empty, are the only namespaces served.
+	WatchNamespaces []string
 }

@@ -77,8 +77,8 @@ func (r *AssumedRoleReconciler) allAssumedRoles(ctx context.Context, _ client.Ob
 }
 
 func (r *AssumedRoleReconciler) assumedRolesIn(ctx context.Context, ns client.Object) []reconcile.Request {
-	if !r.Options.RequireAccessPolicy {
-		return nil
+	if !r.Options.RequireAccessPolicy || !r.serves(ns.GetName()) {
+		return nil // namespaces are cluster-scoped: their watch sees those not served too
 	}
 	var list rkv1.AssumedRoleList
 	if err := r.List(ctx, &list, client.InNamespace(ns.GetName())); err != nil {
@@ -86,6 +86,18 @@ func (r *AssumedRoleReconciler) assumedRolesIn(ctx context.Context, ns client.Ob
 		return nil
 	}
 	return requests(&list)
+}
+
+func (r *AssumedRoleReconciler) serves(namespace string) bool {
+	if len(r.Options.WatchNamespaces) == 0 {
+		return true
+	}
+	for _, ns := range r.Options.WatchNamespaces {
+		if ns == namespace {
+			return true
+		}
+	}
+	return false
 }
 
 // dependents re-queues the AssumedRoles that chain from o, so they issue as soon as it is ready.

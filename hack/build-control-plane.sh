@@ -4,6 +4,7 @@
 # downloaded: only Go modules from the module proxy. A binary already present is kept.
 #
 #   hack/build-control-plane.sh            # build what is missing, print the assets dir
+#   WITH_KUBECTL=1 hack/build-control-plane.sh   # also kubectl, for the end-to-end tests
 #   KUBE_VERSION=1.37.2 ETCD_VERSION=3.6.16 hack/build-control-plane.sh
 set -euo pipefail
 
@@ -25,10 +26,10 @@ staging_replaces() {
   grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk -v v="v0.${KUBE_VERSION#1.}" '{print "replace " $1 " => " $1 " " v}'
 }
 
-build_apiserver() {
-  local dir=$work/kube-apiserver-$KUBE_VERSION
+# The wrapper module that builds kube-apiserver and kubectl from k8s.io/kubernetes.
+k8s_module() {
+  local dir=$work/kubernetes-$KUBE_VERSION
   mkdir -p "$dir"
-  log "building kube-apiserver v$KUBE_VERSION (several minutes on a cold cache)"
   {
     echo "module rolekeeper.local/kube-apiserver"
     echo
@@ -43,9 +44,31 @@ build_apiserver() {
 
 package tools
 
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
 GO
-  (cd "$dir" && go mod tidy >/dev/null && CGO_ENABLED=0 go build -trimpath -ldflags="-s -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=${KUBE_VERSION%%.*} -X k8s.io/component-base/version.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2) -X k8s.io/component-base/version.gitTreeState=clean" -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+  (cd "$dir" && go mod tidy >/dev/null)
+  echo "$dir"
+}
+
+version_ldflags() {
+  echo "-s -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=${KUBE_VERSION%%.*} -X k8s.io/component-base/version.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2) -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
+}
+
+build_apiserver() {
+  log "building kube-apiserver v$KUBE_VERSION (several minutes on a cold cache)"
+  local dir
+  dir=$(k8s_module)
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags="$(version_ldflags)" -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+}
+
+build_kubectl() {
+  log "building kubectl v$KUBE_VERSION"
+  local dir
+  dir=$(k8s_module)
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags="$(version_ldflags)" -o "$out/kubectl" k8s.io/kubernetes/cmd/kubectl)
 }
 
 build_etcd() {
@@ -76,6 +99,9 @@ GO
 
 [ -x "$out/etcd" ] || build_etcd
 [ -x "$out/kube-apiserver" ] || build_apiserver
+if [ "${WITH_KUBECTL:-0}" = 1 ]; then
+  [ -x "$out/kubectl" ] || build_kubectl
+fi
 "$out/etcd" --version >/dev/null
 "$out/kube-apiserver" --version >&2
 echo "$out"

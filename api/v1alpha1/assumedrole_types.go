@@ -16,7 +16,7 @@ import (
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
-// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.status.expiration`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiration`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.source) || self.spec.source.assumedRoleRef.name != self.metadata.name",message="spec.source.assumedRoleRef.name must name another AssumedRole: an AssumedRole cannot chain from itself"
 type AssumedRole struct {

@@ -27,19 +27,37 @@ func main() {
 	timeScale := flag.Float64("time-scale", 1, "divide granted lifetimes by this: 60 makes a 900 s session last 15 s")
 	strict := flag.Bool("strict-roles", false, "refuse roles that have no rule (set rules with POST /_ststest/role)")
 	urlFile := flag.String("url-file", "", "write the base URL to this file once listening")
+	var extra principalsFlag
+	flag.Var(&extra, "principal", "another identity that may sign calls, as ACCESS_KEY:SECRET_KEY:ARN (repeatable)")
 	flag.Parse()
-	if err := run(*addr, *accessKey, *secretKey, *arn, *timeScale, *strict, *urlFile); err != nil {
+	if err := run(*addr, append([]ststest.Principal{{AccessKeyID: *accessKey, SecretAccessKey: *secretKey, Arn: *arn}}, extra...), *timeScale, *strict, *urlFile); err != nil {
 		fmt.Fprintln(os.Stderr, "ststest:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, accessKey, secretKey, arn string, timeScale float64, strict bool, urlFile string) error {
-	if !strings.HasPrefix(arn, "arn:") {
-		return errors.New("-arn must be an ARN")
+// principalsFlag collects -principal ACCESS_KEY:SECRET_KEY:ARN values.
+type principalsFlag []ststest.Principal
+
+func (p *principalsFlag) String() string { return fmt.Sprint(len(*p), " principals") }
+
+func (p *principalsFlag) Set(v string) error {
+	parts := strings.SplitN(v, ":", 3)
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || !strings.HasPrefix(parts[2], "arn:") {
+		return errors.New("want ACCESS_KEY:SECRET_KEY:ARN")
+	}
+	*p = append(*p, ststest.Principal{AccessKeyID: parts[0], SecretAccessKey: parts[1], Arn: parts[2]})
+	return nil
+}
+
+func run(addr string, principals []ststest.Principal, timeScale float64, strict bool, urlFile string) error {
+	for _, p := range principals {
+		if !strings.HasPrefix(p.Arn, "arn:") {
+			return errors.New("-arn must be an ARN")
+		}
 	}
 	srv := ststest.New(ststest.Options{
-		Principals:  []ststest.Principal{{AccessKeyID: accessKey, SecretAccessKey: secretKey, Arn: arn}},
+		Principals:  principals,
 		TimeScale:   timeScale,
 		StrictRoles: strict,
 	})

@@ -19,10 +19,10 @@ const (
 	KeyRegion               = "AWS_REGION"
 	// KeyDefaultRegion carries the same region for SDKs that read only AWS_DEFAULT_REGION
 	// (botocore: boto3 and the AWS CLI v1).
-	KeyDefaultRegion = "AWS_DEFAULT_REGION"
-	KeyCredentials          = "credentials"
-	KeyConfig               = "config"
-	KeyCredentialProcess    = "credential_process.json"
+	KeyDefaultRegion     = "AWS_DEFAULT_REGION"
+	KeyCredentials       = "credentials"
+	KeyConfig            = "config"
+	KeyCredentialProcess = "credential_process.json"
 )
 
 // Input is what goes into the Secret.

@@ -120,8 +120,10 @@ func validateAssumeRole(call *Call, chained bool) *apiError {
 	if total > 2048 {
 		return validation("1 validation error detected: the session policy and policy ARNs together must have length less than or equal to 2048")
 	}
-	if call.Policy != "" && !json.Valid([]byte(call.Policy)) {
-		return &apiError{http.StatusBadRequest, "MalformedPolicyDocument", "The policy is not in the valid JSON format."}
+	if call.Policy != "" {
+		if msg := policyGrammar(call.Policy); msg != "" {
+			return &apiError{http.StatusBadRequest, "MalformedPolicyDocument", msg}
+		}
 	}
 	if len(call.Tags) > 50 {
 		return validation("1 validation error detected: Value at 'tags' failed to satisfy constraint: Member must have length less than or equal to 50")
@@ -148,6 +150,43 @@ func validateAssumeRole(call *Call, chained bool) *apiError {
 		}
 	}
 	return nil
+}
+
+// policyGrammar checks the outline of an IAM policy document as STS does before using it as a
+// session policy: a JSON object with a Statement of one or more statements, each with an Effect
+// of Allow or Deny. It returns "" when the outline holds.
+func policyGrammar(doc string) string {
+	if !json.Valid([]byte(doc)) {
+		return "The policy is not in the valid JSON format."
+	}
+	var p struct {
+		Version   string
+		Statement json.RawMessage
+	}
+	if err := json.Unmarshal([]byte(doc), &p); err != nil {
+		return "Syntax errors in policy: the policy must be a JSON object."
+	}
+	if p.Version != "" && p.Version != "2012-10-17" && p.Version != "2008-10-17" {
+		return "Syntax errors in policy: unknown Version " + p.Version + "."
+	}
+	var statements []map[string]json.RawMessage
+	if err := json.Unmarshal(p.Statement, &statements); err != nil {
+		var one map[string]json.RawMessage
+		if err := json.Unmarshal(p.Statement, &one); err != nil {
+			return "Syntax errors in policy: Statement must be a statement or a list of statements."
+		}
+		statements = []map[string]json.RawMessage{one}
+	}
+	if len(statements) == 0 {
+		return "Syntax errors in policy: the policy has no statement."
+	}
+	for _, st := range statements {
+		var effect string
+		if err := json.Unmarshal(st["Effect"], &effect); err != nil || (effect != "Allow" && effect != "Deny") {
+			return "Syntax errors in policy: every statement needs an Effect of Allow or Deny."
+		}
+	}
+	return ""
 }
 
 // packedPolicySize estimates the percentage of STS's packed limit that the session policies and

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestFlagValidation(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string // "" when valid
+	}{
+		{nil, ""},
+		{[]string{"--region=eu-west-1", "--watch-namespaces=a, b,,c", "--leader-elect"}, ""},
+		{[]string{"--region=useast1"}, `--region "useast1" is not an AWS region code`},
+		{[]string{"--sts-qps=0"}, "--sts-qps must be positive"},
+		{[]string{"--sts-burst=0"}, "--sts-burst must be at least 1"},
+		{[]string{"--max-concurrent-reconciles=0"}, "--max-concurrent-reconciles must be at least 1"},
+		{[]string{"--sts-endpoint=sts.example.com"}, "--sts-endpoint must be a URL"},
+		{[]string{"--leader-elect", "--leader-election-renew-deadline=20s"}, "leader election needs"},
+		{[]string{"--leader-elect=false", "--leader-election-renew-deadline=20s"}, ""},
+		{[]string{"--no-such-flag"}, "flag provided but not defined"},
+	}
+	for _, c := range cases {
+		fs := flag.NewFlagSet("rolekeeper", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		f, err := parseFlags(fs, c.args)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%v: %v", c.args, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%v: got %v, want %q", c.args, err, c.want)
+		case c.want == "" && len(c.args) > 1 && strings.HasPrefix(c.args[1], "--watch-namespaces") && strings.Join(f.namespaces(), "|") != "a|b|c":
+			t.Errorf("namespaces %v", f.namespaces())
+		}
+	}
+}
