@@ -71,9 +71,20 @@ $(ASSETS)/kubectl:
 test-e2e: control-plane $(ASSETS)/kubectl minio ## End-to-end tests: the built binary, config/crd and config/rbac against a real control plane, MinIO and the emulator.
 	KUBEBUILDER_ASSETS=$(ASSETS) MINIO_BIN=$(MINIO) $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/ $(if $(RUN),-run '$(RUN)')
 
+SCALE ?= 100,1000,10000
+
 .PHONY: bench
-bench: ## Benchmarks of the STS client, emulator and pure code.
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime=1x ./pkg/... | tee bin/bench.txt
+bench: control-plane $(ASSETS)/kubectl minio ## Scale harness at N=$(SCALE) and Go benchmarks; writes docs/benchmarks.md.
+	@mkdir -p $(BIN)
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... | tee $(BIN)/bench-go.txt
+	ROLEKEEPER_SCALE=$(SCALE) ROLEKEEPER_SCALE_REPORT=$(BIN)/bench-scale.md KUBEBUILDER_ASSETS=$(ASSETS) \
+		$(GO) test -tags e2e -count=1 -timeout 90m -v -run '^TestScale$$' ./test/e2e/ | tee $(BIN)/bench-scale.txt
+	hack/bench-report.sh $(BIN)/bench-scale.md $(BIN)/bench-go.txt > docs/benchmarks.md
+
+.PHONY: bench-guard
+bench-guard: control-plane $(ASSETS)/kubectl minio ## Scale regression guard at N=500: fails on STS calls != N, > 2 writes per issuance, or calls/writes on restart.
+	ROLEKEEPER_SCALE=500 ROLEKEEPER_SCALE_GUARD=1 KUBEBUILDER_ASSETS=$(ASSETS) \
+		$(GO) test -tags e2e -count=1 -timeout 15m -v -run '^TestScale$$' ./test/e2e/
 
 ##@ Build and run
 

@@ -257,6 +257,7 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl
 	if err != nil {
 		return true, r.recordFailure(s, err), nil
 	}
+	normalize(res)
 	first := s.secret == nil && s.ar.Status.LastIssuedTime == nil
 	if err := r.writeSecret(ctx, s, res); err != nil {
 		return true, ctrl.Result{}, fmt.Errorf("writing Secret %s after a successful %s: %w", secretName(s.ar), operation(s.req), err)
@@ -276,6 +277,14 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl
 	r.event(s.ar, corev1.EventTypeNormal, reason, "Issue", "%s: credentials in Secret %s valid until %s (%s)", operation(s.req), secretName(s.ar), rfc3339(res.Credentials.Expiration), s.dueReason)
 	s.log.Info("issued credentials", "reason", s.dueReason, "secret", secretName(s.ar), "expiration", rfc3339(res.Credentials.Expiration), "renewal", rfc3339(at))
 	return true, ctrl.Result{RequeueAfter: at.Sub(r.Clock.Now())}, nil
+}
+
+// normalize keeps the times of an issuance in whole seconds, as the Secret stores them. Every
+// later reconcile computes the renewal time from the Secret; computing it here from finer values
+// could land on another second, and the next reconcile would rewrite status to "correct" it.
+func normalize(res *sts.Result) {
+	res.IssuedAt = res.IssuedAt.UTC().Truncate(time.Second)
+	res.Credentials.Expiration = res.Credentials.Expiration.UTC().Truncate(time.Second)
 }
 
 func operation(r *request) string {

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -46,12 +47,25 @@ func (r *AssumedRoleReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 	RegisterStateCollector(mgr.GetClient())
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&rkv1.AssumedRole{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&corev1.Secret{}).
+		Owns(&corev1.Secret{}, builder.WithPredicates(secretChangedByOthers)).
 		Watches(&rkv1.AssumedRolePolicy{}, handler.EnqueueRequestsFromMapFunc(r.allAssumedRoles)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.assumedRolesIn), builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Watches(&rkv1.AssumedRole{}, handler.EnqueueRequestsFromMapFunc(r.dependents)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
 		Complete(r)
+}
+
+// secretChangedByOthers passes the Secret events that need a look: deletion, and changes that are
+// not an issuance by the operator (which always moves rolekeeper.io/issued-at). The operator's own
+// creates and rotations would only wake a reconcile that finds nothing to do, often from a cache
+// that has not yet seen the status it just wrote.
+var secretChangedByOthers = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return true },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectOld.GetAnnotations()[rkv1.AnnotationIssuedAt] == e.ObjectNew.GetAnnotations()[rkv1.AnnotationIssuedAt]
+	},
 }
 
 func requests(list *rkv1.AssumedRoleList) []reconcile.Request {

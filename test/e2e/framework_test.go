@@ -148,6 +148,17 @@ type controlPlane struct {
 	url       string
 }
 
+// auditPolicy records the operator's writes, so tests count them exactly.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  users: ["system:serviceaccount:rolekeeper-system:rolekeeper"]
+  verbs: [create, update, patch, delete]
+- level: None
+`
+
 // Static bearer tokens: an administrator, and the operator's ServiceAccount identity, so that
 // exactly the bindings in config/rbac apply to it.
 const tokens = `admin-token,admin,admin-uid,system:masters
@@ -168,6 +179,9 @@ func startControlPlane(dir string) (*controlPlane, error) {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(tokens), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "audit-policy.yaml"), []byte(auditPolicy), 0o600); err != nil {
 		return nil, err
 	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -191,6 +205,10 @@ func startControlPlane(dir string) (*controlPlane, error) {
 		"--bind-address", "127.0.0.1", "--secure-port", fmt.Sprint(apiPort), "--endpoint-reconciler-type", "none",
 		"--cert-dir", filepath.Join(dir, "certs"),
 		"--token-auth-file", filepath.Join(dir, "tokens.csv"),
+		"--audit-policy-file", filepath.Join(dir, "audit-policy.yaml"),
+		"--audit-log-path", filepath.Join(dir, "audit.log"),
+		"--audit-log-format", "json",
+		"--audit-log-maxsize", "0",
 		"--authorization-mode", "RBAC",
 		"--service-cluster-ip-range", "10.0.0.0/24",
 		"--disable-admission-plugins", "ServiceAccount",
@@ -458,3 +476,40 @@ func callsFor(all []ststest.Call, ns, name string) int {
 	}
 	return n
 }
+
+// operatorWrites counts the operator's write requests in a namespace from the audit log, by
+// resource ("secrets", "assumedroles/status"), successful or not.
+func operatorWrites(t *testing.T, ns string) map[string]int {
+	t.Helper()
+	f, err := os.Open(filepath.Join(cluster.dir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	out := map[string]int{}
+	dec := json.NewDecoder(f)
+	for {
+		var ev struct {
+			Stage     string
+			Verb      string
+			ObjectRef struct {
+				Resource, Subresource, Namespace string
+			}
+		}
+		if err := dec.Decode(&ev); err != nil {
+			break
+		}
+		if ev.Stage != "ResponseComplete" || ev.ObjectRef.Namespace != ns {
+			continue
+		}
+		res := ev.ObjectRef.Resource
+		if ev.ObjectRef.Subresource != "" {
+			res += "/" + ev.ObjectRef.Subresource
+		}
+		out[res]++
+		out["total"]++
+	}
+	return out
+}
+
+func jsonDecode(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }
