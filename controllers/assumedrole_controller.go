@@ -274,7 +274,11 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl
 		assumedRoleArn: res.AssumedRoleArn, assumedRoleID: res.AssumedRoleID, sourceIdentity: res.SourceIdentity,
 		packedSize: res.PackedPolicySize, reason: reason,
 	})
-	r.event(s.ar, corev1.EventTypeNormal, reason, "Issue", "%s: credentials in Secret %s valid until %s (%s)", operation(s.req), secretName(s.ar), rfc3339(res.Credentials.Expiration), s.dueReason)
+	// A routine renewal is not news (status and metrics show it); an event for each would add a
+	// write per issuance across every AssumedRole, every hour.
+	if routine := s.dueReason == rkv1.ReasonRenewalDue && s.before.Status.FailedAttempts == 0; !routine {
+		r.event(s.ar, corev1.EventTypeNormal, reason, "Issue", "%s: credentials in Secret %s valid until %s (%s)", operation(s.req), secretName(s.ar), rfc3339(res.Credentials.Expiration), s.dueReason)
+	}
 	s.log.Info("issued credentials", "reason", s.dueReason, "secret", secretName(s.ar), "expiration", rfc3339(res.Credentials.Expiration), "renewal", rfc3339(at))
 	return true, ctrl.Result{RequeueAfter: at.Sub(r.Clock.Now())}, nil
 }

@@ -195,4 +195,12 @@ func TestRotationBeforeExpiry(t *testing.T) {
 		t.Errorf("%d AssumeRole calls for %d credential sets", n, len(seen))
 	}
 	t.Logf("%d samples over %d credential sets", samples, len(seen))
+	issued, renewed := 0, 0
+	for _, e := range h.events() {
+		issued += map[bool]int{true: 1}[strings.HasPrefix(e, "Issued: ")]
+		renewed += map[bool]int{true: 1}[strings.HasPrefix(e, "Renewed: ")]
+	}
+	if issued != 1 || renewed != 0 {
+		t.Errorf("%d Issued and %d Renewed events over routine rotations, want 1 and 0", issued, renewed)
+	}
 }
