@@ -92,6 +92,10 @@ bench-guard: control-plane $(ASSETS)/kubectl minio ## Scale regression guard at 
 build: ## Build the manager binary into bin/rolekeeper.
 	$(GO) build -o $(BIN)/rolekeeper .
 
+.PHONY: demo
+demo: control-plane ## Run rolekeeper locally: control plane, STS emulator, operator and config/samples; shows rotations (ARGS="-duration 2m").
+	$(GO) run ./hack/demo $(ARGS)
+
 .PHONY: run
 run: ## Run the manager against the current kubeconfig with the default AWS credential chain.
 	$(GO) run . --leader-elect=false $(ARGS)

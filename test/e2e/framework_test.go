@@ -8,19 +8,13 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,11 +23,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
+	"github.com/rolekeeper/rolekeeper/test/cluster"
 	"github.com/rolekeeper/rolekeeper/test/testenv"
 )
 
@@ -49,9 +43,9 @@ const timeScale = 30
 var (
 	work     string // scratch directory, kept (and printed) when a test fails
 	bins     = map[string]string{}
-	cluster  *controlPlane
+	cp       *cluster.ControlPlane
 	admin    client.Client
-	emulator *process
+	emulator *cluster.Process
 	stsURL   string
 	scheme   = runtime.NewScheme()
 )
@@ -62,11 +56,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e setup:", err)
 		code = 1
 	}
-	if cluster != nil {
-		cluster.stop()
+	if cp != nil {
+		cp.Stop()
 	}
 	if emulator != nil {
-		emulator.stop()
+		emulator.Stop()
 	}
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "e2e: logs kept in %s\n", work)
@@ -102,10 +96,10 @@ func setup(m *testing.M) (int, error) {
 			return 1, fmt.Errorf("building %s: %w\n%s", pkg, err, out)
 		}
 	}
-	if cluster, err = startControlPlane(filepath.Join(work, "cluster")); err != nil {
+	if cp, err = cluster.Start(assets, filepath.Join(work, "cluster")); err != nil {
 		return 1, err
 	}
-	if admin, err = client.New(cluster.config("admin-token"), client.Options{Scheme: scheme}); err != nil {
+	if admin, err = client.New(cp.Config(cluster.AdminToken), client.Options{Scheme: scheme}); err != nil {
 		return 1, err
 	}
 	// The shipped manifests, applied as a cluster administrator would.
@@ -138,207 +132,32 @@ func setup(m *testing.M) (int, error) {
 	return m.Run(), nil
 }
 
-// controlPlane is etcd and kube-apiserver run directly, so the API server can be restarted with
-// the same address, certificates and credentials while the operator keeps running.
-type controlPlane struct {
-	dir       string
-	etcd      *process
-	apiserver *process
-	args      []string
-	url       string
-}
-
-// auditPolicy records the operator's writes, so tests count them exactly.
-const auditPolicy = `apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: Metadata
-  users: ["system:serviceaccount:rolekeeper-system:rolekeeper"]
-  verbs: [create, update, patch, delete]
-- level: None
-`
-
-// Static bearer tokens: an administrator, and the operator's ServiceAccount identity, so that
-// exactly the bindings in config/rbac apply to it.
-const tokens = `admin-token,admin,admin-uid,system:masters
-operator-token,system:serviceaccount:rolekeeper-system:rolekeeper,operator-uid,"system:serviceaccounts,system:serviceaccounts:rolekeeper-system"
-`
-
-func freePort() int {
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func startControlPlane(dir string) (*controlPlane, error) {
-	if err := os.MkdirAll(filepath.Join(dir, "certs"), 0o755); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(tokens), 0o600); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "audit-policy.yaml"), []byte(auditPolicy), 0o600); err != nil {
-		return nil, err
-	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
-	if err := os.WriteFile(filepath.Join(dir, "sa.key"), keyPEM, 0o600); err != nil {
-		return nil, err
-	}
-	etcdPort, peerPort, apiPort := freePort(), freePort(), freePort()
-	c := &controlPlane{dir: dir, url: fmt.Sprintf("https://127.0.0.1:%d", apiPort)}
-	c.etcd, err = startProcess("etcd", bins["etcd"], nil, "--data-dir", filepath.Join(dir, "etcd"),
-		"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPort), "--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPort),
-		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", peerPort), "--unsafe-no-fsync")
-	if err != nil {
-		return nil, err
-	}
-	c.args = []string{
-		"--etcd-servers", fmt.Sprintf("http://127.0.0.1:%d", etcdPort),
-		"--bind-address", "127.0.0.1", "--secure-port", fmt.Sprint(apiPort), "--endpoint-reconciler-type", "none",
-		"--cert-dir", filepath.Join(dir, "certs"),
-		"--token-auth-file", filepath.Join(dir, "tokens.csv"),
-		"--audit-policy-file", filepath.Join(dir, "audit-policy.yaml"),
-		"--audit-log-path", filepath.Join(dir, "audit.log"),
-		"--audit-log-format", "json",
-		"--audit-log-maxsize", "0",
-		"--authorization-mode", "RBAC",
-		"--service-cluster-ip-range", "10.0.0.0/24",
-		"--disable-admission-plugins", "ServiceAccount",
-		"--service-account-issuer", c.url,
-		"--service-account-key-file", filepath.Join(dir, "sa.key"),
-		"--service-account-signing-key-file", filepath.Join(dir, "sa.key"),
-	}
-	return c, c.startAPIServer()
-}
-
-func (c *controlPlane) startAPIServer() error {
-	var err error
-	if c.apiserver, err = startProcess("kube-apiserver", bins["kube-apiserver"], nil, c.args...); err != nil {
-		return err
-	}
-	tr, err := rest.TransportFor(c.config("admin-token"))
-	if err != nil {
-		return err
-	}
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: tr}
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, c.url+"/readyz", nil)
-		if resp, err := hc.Do(req); err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	return fmt.Errorf("kube-apiserver did not become ready; log: %s", c.apiserver.log)
-}
-
-func (c *controlPlane) stop() {
-	if c.apiserver != nil {
-		c.apiserver.stop()
-	}
-	if c.etcd != nil {
-		c.etcd.stop()
-	}
-}
-
-func (c *controlPlane) config(token string) *rest.Config {
-	return &rest.Config{Host: c.url, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}, QPS: 100, Burst: 200}
-}
-
-// kubeconfig writes a kubeconfig for a token and returns its path.
-func (c *controlPlane) kubeconfig(token string) string {
-	path := filepath.Join(c.dir, token+".kubeconfig")
-	doc := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: e2e, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: %q}}]
-contexts: [{name: e2e, context: {cluster: e2e, user: u}}]
-current-context: e2e
-`, c.url, token)
-	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
-		panic(err)
-	}
-	return path
-}
-
 func kubectl(who string, args ...string) (string, error) {
+	kc, err := cp.Kubeconfig(who + "-token")
+	if err != nil {
+		return "", err
+	}
 	cmd := exec.Command(bins["kubectl"], args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+cluster.kubeconfig(who+"-token"))
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kc)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
-// process is a child process whose output goes to a log file under work.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
+func startProcess(name, bin string, env []string, args ...string) (*cluster.Process, error) {
+	return cluster.StartProcess(filepath.Join(work, "logs"), name, bin, env, args...)
 }
 
-func startProcess(name, bin string, env []string, args ...string) (*process, error) {
-	log := filepath.Join(work, "logs", fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano()))
-	if err := os.MkdirAll(filepath.Dir(log), 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.Create(log)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &process{name: name, cmd: cmd, log: log, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); _ = f.Close(); close(p.done) }()
-	return p, nil
-}
-
-func (p *process) signal(sig syscall.Signal) {
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *process) stop() { p.signal(syscall.SIGTERM) }
-func (p *process) kill() { p.signal(syscall.SIGKILL) }
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *process) output() string {
-	b, _ := os.ReadFile(p.log)
-	return string(b)
-}
+func freePort() int { return cluster.FreePort() }
 
 // operator runs the rolekeeper binary as its ServiceAccount with the given AWS identity.
-func operator(t *testing.T, identity ststest.Principal, endpoint string, args ...string) *process {
+func operator(t *testing.T, identity ststest.Principal, endpoint string, args ...string) *cluster.Process {
 	t.Helper()
+	kc, err := cp.Kubeconfig(cluster.OperatorToken)
+	if err != nil {
+		t.Fatal(err)
+	}
 	env := []string{
-		"KUBECONFIG=" + cluster.kubeconfig("operator-token"),
+		"KUBECONFIG=" + kc,
 		"AWS_ACCESS_KEY_ID=" + identity.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + identity.SecretAccessKey,
 		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true",
 	}
@@ -349,9 +168,9 @@ func operator(t *testing.T, identity ststest.Principal, endpoint string, args ..
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		p.stop()
+		p.Stop()
 		if t.Failed() {
-			t.Logf("operator log %s:\n%s", p.log, tail(p.output(), 60))
+			t.Logf("operator log %s:\n%s", p.Log, tail(p.Output(), 60))
 		}
 	})
 	return p
@@ -481,7 +300,7 @@ func callsFor(all []ststest.Call, ns, name string) int {
 // resource ("secrets", "assumedroles/status"), successful or not.
 func operatorWrites(t *testing.T, ns string) map[string]int {
 	t.Helper()
-	f, err := os.Open(filepath.Join(cluster.dir, "audit.log"))
+	f, err := os.Open(filepath.Join(cp.Dir, "audit.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

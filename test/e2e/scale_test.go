@@ -25,6 +25,7 @@ import (
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
+	"github.com/rolekeeper/rolekeeper/test/cluster"
 )
 
 // Scale settings: flags a platform with thousands of AssumedRoles would set, and the same
@@ -74,7 +75,7 @@ func TestScale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer emu1.stop()
+	defer emu1.Stop()
 	var url string
 	eventually(t, 10*time.Second, "the scale emulator", func() bool { b, _ := os.ReadFile(filepath.Join(work, "scale.url")); url = string(b); return url != "" })
 
@@ -201,7 +202,7 @@ func measure(t *testing.T, url, noise string, n int) scaleResult {
 	r.SpreadSeconds = len(buckets)
 
 	// Restart with N valid Secrets.
-	op.stop()
+	op.Stop()
 	calls, writes := r.STSCalls, r.Writes["total"]
 	restart := time.Now()
 	op = operator(t, replicaA, url, args...)
@@ -211,7 +212,7 @@ func measure(t *testing.T, url, noise string, n int) scaleResult {
 	time.Sleep(2 * time.Second)
 	r.RestartCalls = stsCallsIn(t, url, ns) - calls
 	r.RestartWrites = operatorWrites(t, ns)["total"] - writes
-	op.stop()
+	op.Stop()
 
 	r.Floor = floor(t, n)
 	return r
@@ -319,9 +320,9 @@ func waitIdle(t *testing.T, url string, n int) {
 	})
 }
 
-func memory(t *testing.T, op *process, url string) (rssMiB, heapMiB float64) {
+func memory(t *testing.T, op *cluster.Process, url string) (rssMiB, heapMiB float64) {
 	t.Helper()
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", op.cmd.Process.Pid))
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", op.Cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -263,8 +262,8 @@ func TestKillMidRotation(t *testing.T) {
 		}
 	}
 	time.Sleep(1500 * time.Millisecond)
-	op.kill()
-	if !op.exited() {
+	op.Kill()
+	if !op.Exited() {
 		t.Fatal("the operator survived SIGKILL")
 	}
 	// Every Secret is whole while no operator runs.
@@ -310,9 +309,9 @@ func TestAPIServerRestart(t *testing.T) {
 	create(t, role(ns, "app", func(ar *rkv1.AssumedRole) { ar.Spec.AssumeRole.DurationSeconds = ptr.To[int32](900) })) // 30 s
 	waitReady(t, ns, "app", 60*time.Second)
 
-	cluster.apiserver.stop()
+	cp.APIServer.Stop()
 	time.Sleep(4 * time.Second)
-	if err := cluster.startAPIServer(); err != nil {
+	if err := cp.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
 	restarted := time.Now()
@@ -323,7 +322,7 @@ func TestAPIServerRestart(t *testing.T) {
 		seen[in.AccessKeyID] = true
 		return len(seen) >= 3
 	})
-	if op.exited() {
+	if op.Exited() {
 		t.Fatal("the operator exited")
 	}
 	if ar := get(t, ns, "app"); !ar.Status.LastIssuedTime.After(restarted) {
@@ -372,7 +371,7 @@ func TestLeaderElectionFailover(t *testing.T) {
 	}
 	oldHolder := holder()
 	killed := time.Now()
-	leader.signal(syscall.SIGKILL)
+	leader.Kill()
 	eventually(t, 30*time.Second, "a new lease holder", func() bool { h := holder(); return h != "" && h != oldHolder })
 	takeover := time.Since(killed)
 	t.Logf("takeover after %v", takeover)
@@ -383,7 +382,7 @@ func TestLeaderElectionFailover(t *testing.T) {
 	}
 	eventually(t, 60*time.Second, "rotation by the new leader", func() bool { return keysUsed()[followerKey] > 0 })
 	waitReady(t, ns, "app", 30*time.Second)
-	if follower.exited() {
+	if follower.Exited() {
 		t.Error("the new leader exited")
 	}
 }
