@@ -29,12 +29,13 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types.
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from markers.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=rolekeeper-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac
+	$(GO) run ./hack/apidocs > docs/api.md
 
 .PHONY: verify-gen
 verify-gen: generate manifests ## Regenerate and fail when generated files differ from the committed ones.
-	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
+	@if [ -n "$$(git status --porcelain -- api config docs/api.md)" ]; then \
 		echo "generated files are out of date; run 'make generate manifests' and commit:"; \
-		git status --porcelain -- api config; git --no-pager diff --stat -- api config; exit 1; fi
+		git status --porcelain -- api config docs/api.md; git --no-pager diff --stat -- api config docs/api.md; exit 1; fi
 
 .PHONY: fmt
 fmt: ## gofmt the tree.

@@ -434,3 +434,23 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("%d calls for the two refused AssumedRoles, want one each (no hot loop)", n)
 	}
 }
+
+// config/default renders with kustomize and the API server accepts all of it.
+func TestDefaultManifestsApply(t *testing.T) {
+	rendered, err := kubectl("admin", "kustomize", filepath.Join(testenv.Root(), "config", "default"))
+	if err != nil {
+		t.Fatalf("kubectl kustomize config/default: %v\n%s", err, rendered)
+	}
+	for _, kind := range []string{"kind: CustomResourceDefinition", "kind: Deployment", "kind: ClusterRole", "kind: ServiceAccount", "readOnlyRootFilesystem: true", "runAsNonRoot: true", "--leader-elect"} {
+		if !strings.Contains(rendered, kind) {
+			t.Errorf("rendered config/default lacks %q", kind)
+		}
+	}
+	file := filepath.Join(work, "default.yaml")
+	if err := os.WriteFile(file, []byte(rendered), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kubectl("admin", "apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", file); err != nil {
+		t.Fatalf("server-side dry run of config/default: %v\n%s", err, out)
+	}
+}
