@@ -5,6 +5,7 @@ BIN := $(CURDIR)/bin
 
 CONTROLLER_GEN_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION  ?= v2.15.0
+HELM_VERSION           ?= v4.3.1
 KUBE_VERSION ?= 1.37.2
 ETCD_VERSION ?= 3.6.16
 ASSETS := $(BIN)/k8s/$(KUBE_VERSION)-etcd$(ETCD_VERSION)
@@ -13,6 +14,7 @@ MINIO := $(BIN)/minio-$(MINIO_VERSION)/minio
 
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 GOLANGCI_LINT  := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+HELM           := $(BIN)/helm-$(HELM_VERSION)
 
 TEST_FLAGS ?= -count=1 -timeout 20m
 
@@ -30,12 +32,13 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from markers.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=rolekeeper-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac
 	$(GO) run ./hack/apidocs > docs/api.md
+	cp config/crd/bases/*.yaml charts/rolekeeper/crds/
 
 .PHONY: verify-gen
 verify-gen: generate manifests ## Regenerate and fail when generated files differ from the committed ones.
-	@if [ -n "$$(git status --porcelain -- api config docs/api.md)" ]; then \
+	@if [ -n "$$(git status --porcelain -- api config docs/api.md charts)" ]; then \
 		echo "generated files are out of date; run 'make generate manifests' and commit:"; \
-		git status --porcelain -- api config docs/api.md; git --no-pager diff --stat -- api config docs/api.md; exit 1; fi
+		git status --porcelain -- api config docs/api.md charts; git --no-pager diff --stat -- api config docs/api.md charts; exit 1; fi
 
 .PHONY: fmt
 fmt: ## gofmt the tree.
@@ -69,8 +72,8 @@ $(ASSETS)/kubectl:
 	WITH_KUBECTL=1 KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) ASSETS_DIR=$(ASSETS) hack/build-control-plane.sh
 
 .PHONY: test-e2e
-test-e2e: control-plane $(ASSETS)/kubectl minio ## End-to-end tests: the built binary, config/crd and config/rbac against a real control plane, MinIO and the emulator.
-	KUBEBUILDER_ASSETS=$(ASSETS) MINIO_BIN=$(MINIO) $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/ $(if $(RUN),-run '$(RUN)')
+test-e2e: control-plane $(ASSETS)/kubectl minio $(HELM) ## End-to-end tests: the built binary, config/crd and config/rbac against a real control plane, MinIO and the emulator.
+	KUBEBUILDER_ASSETS=$(ASSETS) MINIO_BIN=$(MINIO) HELM_BIN=$(HELM) $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/ $(if $(RUN),-run '$(RUN)')
 
 SCALE ?= 100,1000,10000
 
@@ -106,6 +109,13 @@ run: ## Run the manager against the current kubeconfig with the default AWS cred
 $(CONTROLLER_GEN):
 	GOBIN=$(BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 	mv $(BIN)/controller-gen $@
+
+$(HELM):
+	GOBIN=$(BIN) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	mv $(BIN)/helm $@
+
+.PHONY: helm
+helm: $(HELM) ## Build Helm from its Go module (for rendering charts/rolekeeper).
 
 $(GOLANGCI_LINT):
 	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

@@ -178,6 +178,23 @@ func (c *Client) region(r string) (string, error) {
 	return r, nil
 }
 
+// invoke runs one STS operation under the client's timeout, stamps the issue time, classifies the
+// error and reports the call to Observe.
+func invoke[T any](ctx context.Context, c *Client, op string, call func(context.Context) (*T, error)) (*T, time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
+	issuedAt := c.opts.Clock.Now()
+	start := time.Now()
+	out, err := call(ctx)
+	err = Classify(op, err)
+	c.observe(op, start, err)
+	return out, issuedAt, err
+}
+
+func noCredentials(op string) error {
+	return &Error{Operation: op, Code: CodeUnknown, Message: "STS answered without credentials", Retryable: true}
+}
+
 func (c *Client) observe(op string, start time.Time, err error) {
 	if c.opts.Observe == nil {
 		return
@@ -227,19 +244,14 @@ func (c *Client) AssumeRole(ctx context.Context, req AssumeRoleRequest, source *
 	}
 	in.TransitiveTagKeys = append(in.TransitiveTagKeys, req.TransitiveTagKeys...)
 
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
-	defer cancel()
-	issuedAt := c.opts.Clock.Now()
-	start := time.Now()
-	out, err := c.forRegion(region).AssumeRole(ctx, in, withSource(source)...)
-	err = Classify(op, err)
-	defer c.observe(op, start, err)
+	out, issuedAt, err := invoke(ctx, c, op, func(ctx context.Context) (*awssts.AssumeRoleOutput, error) {
+		return c.forRegion(region).AssumeRole(ctx, in, withSource(source)...)
+	})
 	if err != nil {
 		return nil, err
 	}
 	if out.Credentials == nil {
-		err = &Error{Operation: op, Code: CodeUnknown, Message: "STS answered without credentials", Retryable: true}
-		return nil, err
+		return nil, noCredentials(op)
 	}
 	res = &Result{
 		Credentials:      fromSDK(out.Credentials),
@@ -268,19 +280,14 @@ func (c *Client) AssumeRoot(ctx context.Context, req AssumeRootRequest, source *
 		TaskPolicyArn:   &ststypes.PolicyDescriptorType{Arn: aws.String(req.TaskPolicyArn)},
 		DurationSeconds: aws.Int32(req.DurationSeconds),
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
-	defer cancel()
-	issuedAt := c.opts.Clock.Now()
-	start := time.Now()
-	out, err := c.forRegion(req.Region).AssumeRoot(ctx, in, withSource(source)...)
-	err = Classify(op, err)
-	defer c.observe(op, start, err)
+	out, issuedAt, err := invoke(ctx, c, op, func(ctx context.Context) (*awssts.AssumeRootOutput, error) {
+		return c.forRegion(req.Region).AssumeRoot(ctx, in, withSource(source)...)
+	})
 	if err != nil {
 		return nil, err
 	}
 	if out.Credentials == nil {
-		err = &Error{Operation: op, Code: CodeUnknown, Message: "STS answered without credentials", Retryable: true}
-		return nil, err
+		return nil, noCredentials(op)
 	}
 	return &Result{
 		Credentials:    fromSDK(out.Credentials),
@@ -297,12 +304,9 @@ func (c *Client) GetCallerIdentity(ctx context.Context, region string, source *C
 	if err != nil {
 		return Identity{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
-	defer cancel()
-	start := time.Now()
-	out, err := c.forRegion(region).GetCallerIdentity(ctx, &awssts.GetCallerIdentityInput{}, withSource(source)...)
-	err = Classify(op, err)
-	defer c.observe(op, start, err)
+	out, _, err := invoke(ctx, c, op, func(ctx context.Context) (*awssts.GetCallerIdentityOutput, error) {
+		return c.forRegion(region).GetCallerIdentity(ctx, &awssts.GetCallerIdentityInput{}, withSource(source)...)
+	})
 	if err != nil {
 		return Identity{}, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -453,4 +454,71 @@ func TestDefaultManifestsApply(t *testing.T) {
 	if out, err := kubectl("admin", "apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", file); err != nil {
 		t.Fatalf("server-side dry run of config/default: %v\n%s", err, out)
 	}
+}
+
+// The Helm chart renders, the API server accepts all of it, its RBAC equals config/rbac, and its
+// values reach the operator's flags.
+func TestHelmChartApplies(t *testing.T) {
+	helm := os.Getenv("HELM_BIN")
+	if helm == "" {
+		t.Fatal("HELM_BIN is not set: run `make test-e2e`, which builds Helm from its Go module")
+	}
+	chart := filepath.Join(testenv.Root(), "charts", "rolekeeper")
+	render := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(helm, append([]string{"template", "rolekeeper", chart, "--namespace", "rolekeeper-system", "--include-crds"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("helm template %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	rendered := render("--set", "aws.region=eu-west-1", "--set", "operator.clusterName=prod", "--set", "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::111122223333:role/rolekeeper")
+	for _, want := range []string{"--region=eu-west-1", "--cluster-name=prod", "eks.amazonaws.com/role-arn: arn:aws:iam::111122223333:role/rolekeeper", "kind: CustomResourceDefinition", "readOnlyRootFilesystem: true"} {
+		if !strings.Contains(rendered, want) {
+			t.Errorf("chart output lacks %q", want)
+		}
+	}
+	file := filepath.Join(work, "chart.yaml")
+	if err := os.WriteFile(file, []byte(rendered), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kubectl("admin", "apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", file); err != nil {
+		t.Fatalf("server-side dry run of the chart: %v\n%s", err, out)
+	}
+	if !strings.Contains(render("--set", "serviceMonitor.enabled=true"), "kind: ServiceMonitor") {
+		t.Error("serviceMonitor.enabled=true renders no ServiceMonitor")
+	}
+
+	var chartRole rbacv1.ClusterRole
+	for _, doc := range strings.Split(rendered, "\n---") {
+		if strings.Contains(doc, "kind: ClusterRole\n") {
+			if err := yaml.Unmarshal([]byte(doc), &chartRole); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var shipped rbacv1.ClusterRole
+	raw, _ := os.ReadFile(filepath.Join(testenv.Root(), "config", "rbac", "role.yaml"))
+	if err := yaml.Unmarshal(raw, &shipped); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := ruleSet(chartRole.Rules), ruleSet(shipped.Rules); a != b {
+		t.Errorf("the chart's ClusterRole\n %s\ndiffers from config/rbac\n %s", a, b)
+	}
+}
+
+func ruleSet(rules []rbacv1.PolicyRule) string {
+	var out []string
+	for _, r := range rules {
+		verbs := append([]string(nil), r.Verbs...)
+		sort.Strings(verbs)
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				out = append(out, g+"/"+res+":"+strings.Join(verbs, ","))
+			}
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, " ")
 }
