@@ -92,14 +92,7 @@ func TestCreateIssuesSecretAndReady(t *testing.T) {
 	if len(calls[0].Tags) != 3 || calls[0].Tags[0] != want[0] || calls[0].Tags[1] != want[1] || calls[0].Tags[2] != want[2] {
 		t.Errorf("tags sent %v, want %v", calls[0].Tags, want)
 	}
-	h.eventually(10*time.Second, "an Issued event", func() bool {
-		for _, e := range h.events() {
-			if strings.HasPrefix(e, "Issued: ") {
-				return true
-			}
-		}
-		return false
-	})
+	h.eventually(10*time.Second, "an Issued event", func() bool { return h.eventCount(rkv1.ReasonIssued) >= 1 })
 }
 
 // A restart with valid Secrets makes zero STS calls and zero writes.
@@ -195,12 +188,7 @@ func TestRotationBeforeExpiry(t *testing.T) {
 		t.Errorf("%d AssumeRole calls for %d credential sets", n, len(seen))
 	}
 	t.Logf("%d samples over %d credential sets", samples, len(seen))
-	issued, renewed := 0, 0
-	for _, e := range h.events() {
-		issued += map[bool]int{true: 1}[strings.HasPrefix(e, "Issued: ")]
-		renewed += map[bool]int{true: 1}[strings.HasPrefix(e, "Renewed: ")]
-	}
-	if issued != 1 || renewed != 0 {
+	if issued, renewed := h.eventCount(rkv1.ReasonIssued), h.eventCount(rkv1.ReasonRenewed); issued != 1 || renewed != 0 {
 		t.Errorf("%d Issued and %d Renewed events over routine rotations, want 1 and 0", issued, renewed)
 	}
 }

@@ -116,13 +116,7 @@ func TestAccessDeniedStallsWithoutHotLoop(t *testing.T) {
 	if n := h.sts.CallCount("AssumeRole"); n != 2 {
 		t.Errorf("%d calls, want 2", n)
 	}
-	failed := 0
-	for _, e := range h.events() {
-		if strings.HasPrefix(e, "IssueFailed: ") {
-			failed++
-		}
-	}
-	if failed != 1 {
+	if failed := h.eventCount(rkv1.ReasonIssueFailed); failed != 1 {
 		t.Errorf("%d IssueFailed events, want 1", failed)
 	}
 }
@@ -315,13 +309,7 @@ func TestNotPermittedUntilAPolicyAllows(t *testing.T) {
 	}
 	h.allowAll()
 	h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
-	notPermitted := 0
-	for _, e := range h.events() {
-		if strings.HasPrefix(e, "NotPermitted: ") {
-			notPermitted++
-		}
-	}
-	if notPermitted != 1 {
+	if notPermitted := h.eventCount(rkv1.ReasonNotPermitted); notPermitted != 1 {
 		t.Errorf("%d NotPermitted events, want 1", notPermitted)
 	}
 }

@@ -301,6 +301,18 @@ func (h *harness) waitCondition(name, typ string, status metav1.ConditionStatus,
 	return ar
 }
 
+// eventCount counts the events of the test's namespace with the given reason.
+func (h *harness) eventCount(reason string) int {
+	h.t.Helper()
+	n := 0
+	for _, e := range h.events() {
+		if strings.HasPrefix(e, reason+": ") {
+			n++
+		}
+	}
+	return n
+}
+
 func (h *harness) events() []string {
 	h.t.Helper()
 	var list corev1.EventList
