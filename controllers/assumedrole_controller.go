@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -81,7 +82,7 @@ func (r *AssumedRoleReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, nil // the Secret goes with it through its owner reference
 	}
 	s := &scope{ar: ar, before: ar.DeepCopy(), now: r.Clock.Now(), log: ctrl.LoggerFrom(ctx)}
-	res, err := r.run(ctx, s, r.resolveRequest, r.checkAccess, r.loadSecret, r.decide, r.resolveSource, r.issue)
+	res, err := r.run(ctx, s, r.resolveRequest, r.checkTemplate, r.checkAccess, r.loadSecret, r.decide, r.resolveSource, r.issue)
 	perr := r.patchStatus(ctx, s)
 	if apierrors.IsConflict(perr) && err == nil {
 		// Decided on a stale copy of the AssumedRole; decide again on the current one.
@@ -129,6 +130,36 @@ func (r *AssumedRoleReconciler) resolveRequest(_ context.Context, s *scope) (boo
 		return true, ctrl.Result{}, nil //nolint:nilerr // an invalid spec is reported in status; retrying cannot help until it changes
 	}
 	return false, ctrl.Result{}, nil
+}
+
+// checkTemplate renders spec.secret.template with stand-in credentials of the longest real sizes,
+// so a template that cannot render is reported before any call to AWS and the Secret stays as
+// it was.
+func (r *AssumedRoleReconciler) checkTemplate(_ context.Context, s *scope) (bool, ctrl.Result, error) {
+	if s.ar.Spec.Secret.Template == nil {
+		return false, ctrl.Result{}, nil
+	}
+	standIn := secretdata.Input{
+		AccessKeyID: strings.Repeat("A", 128), SecretAccessKey: strings.Repeat("S", 128), SessionToken: strings.Repeat("T", 4096),
+		Expiration: s.now,
+	}
+	if _, err := secretdata.RenderTemplates(s.ar.Spec.Secret.Template.Data, templateValues(s, standIn)); err != nil {
+		r.block(s, rkv1.ReasonTemplateInvalid, "spec.secret.template: "+sts.Redact(err.Error()), true)
+		return true, ctrl.Result{}, nil
+	}
+	return false, ctrl.Result{}, nil
+}
+
+func templateValues(s *scope, c secretdata.Input) secretdata.TemplateValues {
+	v := secretdata.TemplateValues{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken,
+		Expiration: c.Expiration, Region: s.req.region, Profile: s.ar.Spec.Secret.Profile}
+	if v.Profile == "" {
+		v.Profile = "default"
+	}
+	if s.req.role != nil {
+		v.RoleArn = s.req.role.RoleArn
+	}
+	return v
 }
 
 // checkAccess refuses requests no AssumedRolePolicy allows, before any call to AWS.

@@ -315,3 +315,47 @@ func consumerKeys(srv *ststest.Server) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// secret.template adds rendered keys; a template that cannot render is TemplateInvalid before
+// any STS call and leaves the Secret as it was; fixing it re-renders without calling STS.
+func TestSecretTemplate(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, ststest.Options{})
+	h.start()
+	h.assumedRole("app", func(ar *rkv1.AssumedRole) {
+		ar.Spec.Secret.Template = &rkv1.SecretTemplate{Data: map[string]string{
+			"settings.json": `{"key": {{ quote .AccessKeyID }}, "region": {{ quote .Region }}, "expires": {{ unix .Expiration }}}`,
+		}}
+	})
+	h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
+	s := h.secret("app")
+	c := credsOf(s)
+	want := fmt.Sprintf(`{"key": %q, "region": "us-east-1", "expires": %d}`, c.AccessKeyID, c.Expiration.Unix())
+	if string(s.Data["settings.json"]) != want || len(s.Data["credentials"]) == 0 {
+		t.Fatalf("settings.json %q, want %q", s.Data["settings.json"], want)
+	}
+
+	ar := h.get("app")
+	ar.Spec.Secret.Template.Data["settings.json"] = `{{ range 1000000000 }}{{ end }}`
+	if err := k8s.Update(context.Background(), ar); err != nil {
+		t.Fatal(err)
+	}
+	ar = h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionFalse, rkv1.ReasonTemplateInvalid, 30*time.Second)
+	if msg := condition(ar, rkv1.ConditionStalled).Message; !strings.Contains(msg, "range is not allowed") {
+		t.Errorf("Stalled message %q", msg)
+	}
+	time.Sleep(time.Second)
+	if after := h.secret("app"); after.ResourceVersion != s.ResourceVersion {
+		t.Error("the Secret changed under an invalid template")
+	}
+
+	ar.Spec.Secret.Template.Data["settings.json"] = `{{ .Region | upper }}`
+	if err := k8s.Update(context.Background(), ar); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(20*time.Second, "the fixed template rendered", func() bool { return string(h.secret("app").Data["settings.json"]) == "US-EAST-1" })
+	h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, "", 20*time.Second)
+	if n := h.sts.CallCount("AssumeRole"); n != 1 {
+		t.Errorf("%d AssumeRole calls, want 1: templates change only how credentials are written", n)
+	}
+}

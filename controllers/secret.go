@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"time"
 
@@ -53,6 +54,13 @@ func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, 
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: secretdata.Render(renderInput(ar, s.req.region, creds)),
+	}
+	if tmpl := ar.Spec.Secret.Template; tmpl != nil {
+		rendered, err := secretdata.RenderTemplates(tmpl.Data, templateValues(s, creds))
+		if err != nil {
+			return nil, fmt.Errorf("spec.secret.template: %s", sts.Redact(err.Error()))
+		}
+		maps.Copy(secret.Data, rendered)
 	}
 	maps.Copy(secret.Labels, ar.Spec.Secret.Labels)
 	maps.Copy(secret.Annotations, ar.Spec.Secret.Annotations)

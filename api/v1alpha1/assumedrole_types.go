@@ -265,6 +265,14 @@ type SecretSpec struct {
 	// +optional
 	CredentialProcess *CredentialProcessSpec `json:"credentialProcess,omitempty"`
 
+	// template adds data keys rendered with Go text/template from the issued credentials, or
+	// replaces the derived keys (credentials, config, credential_process.json). The credential keys
+	// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and AWS_CREDENTIAL_EXPIRATION
+	// cannot be replaced. A template that fails sets Ready=False with reason TemplateInvalid and
+	// leaves the Secret as it was.
+	// +optional
+	Template *SecretTemplate `json:"template,omitempty"`
+
 	// labels are copied to the Secret (never the AssumedRole's own labels). At most 32; keys
 	// starting with rolekeeper.io/ are reserved.
 	// +optional
@@ -278,6 +286,23 @@ type SecretSpec struct {
 	// +kubebuilder:validation:MaxProperties=32
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('rolekeeper.io/'))",message="secret.annotations must not use the reserved rolekeeper.io/ prefix"
 	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// SecretTemplate renders extra Secret keys. Templates read .AccessKeyID, .SecretAccessKey,
+// .SessionToken, .Expiration, .Region, .RoleArn and .Profile, and may call base64, base64url,
+// upper, lower, trim, quote (JSON string), rfc3339 and unix besides text/template's comparisons
+// and logic. range, define/template and printf are not available; each key renders at most
+// 64 KiB. Templates cannot read other Secrets, files or the environment.
+type SecretTemplate struct {
+	// data maps a Secret key to its template. At most 16 keys of [-._a-zA-Z0-9], each template at
+	// most 4096 characters.
+	// +required
+	// +kubebuilder:validation:MinProperties=1
+	// +kubebuilder:validation:MaxProperties=16
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))",message="secret.template.data keys must be valid Secret keys: letters, digits, '-', '_' and '.'"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_CREDENTIAL_EXPIRATION']))",message="secret.template.data cannot replace AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or AWS_CREDENTIAL_EXPIRATION"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 4096)",message="each secret.template.data template must be at most 4096 characters"
+	Data map[string]string `json:"data"`
 }
 
 // CredentialProcessSpec says where the pod mounts the Secret.

@@ -31,6 +31,8 @@ const (
 	// ReasonInvalidSpec: the spec passed admission but cannot be sent to AWS as it is (for example
 	// AssumeRoot without any region).
 	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonTemplateInvalid: spec.secret.template does not render; the Secret is left as it was.
+	ReasonTemplateInvalid = "TemplateInvalid"
 	// ReasonRolloutRestarted: rollout restart targets were patched after a rotation.
 	ReasonRolloutRestarted = "RolloutRestarted"
 

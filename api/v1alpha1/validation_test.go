@@ -181,6 +181,8 @@ var invalidCases = []admissionCase{
 	roleCase("profile with a bracket", `{"spec":{"secret":{"profile":"prod]"}}}`, "profile may contain only letters, digits and _.+-"),
 	roleCase("secret label reserved", `{"spec":{"secret":{"labels":{"rolekeeper.io/assumed-role":"other"}}}}`, "secret.labels must not use the reserved rolekeeper.io/ prefix"),
 	roleCase("secret annotation reserved", `{"spec":{"secret":{"annotations":{"rolekeeper.io/expiration":"never"}}}}`, "secret.annotations must not use the reserved rolekeeper.io/ prefix"),
+	roleCase("template replacing a credential key", `{"spec":{"secret":{"template":{"data":{"AWS_SECRET_ACCESS_KEY":"x"}}}}}`, "secret.template.data cannot replace AWS_ACCESS_KEY_ID"),
+	roleCase("template key with a slash", `{"spec":{"secret":{"template":{"data":{"a/b":"x"}}}}}`, "secret.template.data keys must be valid Secret keys"),
 	roleCase("mountPath relative", `{"spec":{"secret":{"credentialProcess":{"mountPath":"creds"}}}}`, "mountPath must be an absolute path"),
 	roleCase("mountPath with shell characters", `{"spec":{"secret":{"credentialProcess":{"mountPath":"/creds; rm -rf /"}}}}`, "mountPath must be an absolute path"),
 
