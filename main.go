@@ -11,39 +11,36 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/controllers"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
 )
 
 // flags are the manager's command-line settings (DESIGN.md, "Operator flags").
 type flags struct {
-	region                string
-	stsEndpoint           string
-	useFIPSEndpoint       bool
-	useDualStackEndpoint  bool
-	stsQPS                float64
-	stsBurst              int
-	maxConcurrent         int
-	watchNamespaces       string
-	requireAccessPolicy   bool
-	sessionTags           bool
-	clusterName           string
-	leaderElect           bool
-	leaderElectionID      string
-	leaderElectionNS      string
-	leaseDuration         time.Duration
-	renewDeadline         time.Duration
-	retryPeriod           time.Duration
-	metricsBindAddress    string
-	healthProbeBindAddres string
+	region                 string
+	stsEndpoint            string
+	useFIPSEndpoint        bool
+	useDualStackEndpoint   bool
+	stsQPS                 float64
+	stsBurst               int
+	maxConcurrent          int
+	watchNamespaces        string
+	requireAccessPolicy    bool
+	sessionTags            bool
+	clusterName            string
+	leaderElect            bool
+	leaderElectionID       string
+	leaderElectionNS       string
+	leaseDuration          time.Duration
+	renewDeadline          time.Duration
+	retryPeriod            time.Duration
+	metricsBindAddress     string
+	healthProbeBindAddress string
 }
 
 var regionPattern = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$`)
@@ -68,7 +65,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
 	fs.DurationVar(&f.renewDeadline, "leader-election-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew (for example while the API server restarts) before it stops and exits.")
 	fs.DurationVar(&f.retryPeriod, "leader-election-retry-period", 2*time.Second, "How often replicas try to acquire or renew the lease.")
 	fs.StringVar(&f.metricsBindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
-	fs.StringVar(&f.healthProbeBindAddres, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
+	fs.StringVar(&f.healthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -123,17 +120,6 @@ func main() {
 	}
 }
 
-func newScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := rkv1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}
-
 func run(f *flags) error {
 	log := ctrl.Log.WithName("setup")
 	cfg, err := ctrl.GetConfig()
@@ -141,10 +127,10 @@ func run(f *flags) error {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  newScheme(),
+		Scheme:                  controllers.NewScheme(),
 		Cache:                   controllers.CacheOptions(f.namespaces()),
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsBindAddress},
-		HealthProbeBindAddress:  f.healthProbeBindAddres,
+		HealthProbeBindAddress:  f.healthProbeBindAddress,
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        f.leaderElectionID,
 		LeaderElectionNamespace: f.leaderElectionNS,

@@ -28,15 +28,11 @@ func (r *AssumedRoleReconciler) getSecret(ctx context.Context, ar *rkv1.AssumedR
 	err := r.Get(ctx, key, secret)
 	if apierrors.IsNotFound(err) {
 		err = r.APIReader.Get(ctx, key, secret)
-		if apierrors.IsNotFound(err) {
-			return nil, false, nil
-		}
-		if err != nil {
-			return nil, false, err
-		}
-		return secret, metav1.IsControlledBy(secret, ar), nil
 	}
-	if err != nil {
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, false, nil
+	case err != nil:
 		return nil, false, err
 	}
 	return secret, metav1.IsControlledBy(secret, ar), nil

@@ -5,7 +5,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -22,6 +25,15 @@ import (
 
 // sourceIndex indexes AssumedRoles by the name of their spec.source.assumedRoleRef.
 const sourceIndex = "spec.source.assumedRoleRef.name"
+
+// NewScheme returns a scheme with the built-in kinds and rolekeeper's, as the manager and its
+// clients need.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(rkv1.AddToScheme(s))
+	return s
+}
 
 // SetupWithManager registers the reconciler and its watches: AssumedRoles (spec and annotation
 // changes, not their own status writes), the Secrets they own, AssumedRolePolicies and namespace

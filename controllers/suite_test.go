@@ -17,8 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -37,7 +35,7 @@ import (
 var (
 	cfg    *rest.Config
 	k8s    client.Client
-	scheme = runtime.NewScheme()
+	scheme = controllers.NewScheme()
 )
 
 var operator = ststest.Principal{
@@ -48,8 +46,6 @@ var operator = ststest.Principal{
 
 func TestMain(m *testing.M) {
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = rkv1.AddToScheme(scheme)
 	env, err := testenv.New()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -30,9 +30,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -97,10 +95,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer cp.Stop()
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = rkv1.AddToScheme(scheme)
-	admin, err := client.New(cp.Config(cluster.AdminToken), client.Options{Scheme: scheme})
+	admin, err := client.New(cp.Config(cluster.AdminToken), client.Options{Scheme: controllers.NewScheme()})
 	if err != nil {
 		return err
 	}
@@ -237,11 +232,8 @@ func shutdown(stop context.CancelFunc, done <-chan error) error {
 // wires it.
 func startOperator(ctx context.Context, cp *cluster.ControlPlane, endpoint string) (<-chan error, error) {
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = rkv1.AddToScheme(scheme)
 	mgr, err := ctrl.NewManager(cp.Config(cluster.OperatorToken), ctrl.Options{
-		Scheme:                 scheme,
+		Scheme:                 controllers.NewScheme(),
 		Cache:                  controllers.CacheOptions(nil),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",

@@ -22,12 +22,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/controllers"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
 	"github.com/rolekeeper/rolekeeper/test/cluster"
 	"github.com/rolekeeper/rolekeeper/test/testenv"
@@ -49,7 +48,7 @@ var (
 	admin    client.Client
 	emulator *cluster.Process
 	stsURL   string
-	scheme   = runtime.NewScheme()
+	scheme   = controllers.NewScheme()
 )
 
 func TestMain(m *testing.M) {
@@ -74,8 +73,6 @@ func TestMain(m *testing.M) {
 
 func setup(m *testing.M) (int, error) {
 	ctrllog.SetLogger(logr.Discard()) // the tests' own informers; the operator logs to its files
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = rkv1.AddToScheme(scheme)
 	var err error
 	if work, err = os.MkdirTemp("", "rolekeeper-e2e-"); err != nil {
 		return 1, err

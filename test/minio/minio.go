@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
+	"github.com/rolekeeper/rolekeeper/test/cluster"
 	"github.com/rolekeeper/rolekeeper/test/testenv"
 )
 
@@ -45,17 +45,6 @@ func Binary() (string, error) {
 	return found[len(found)-1], nil
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // Start runs MinIO with a fresh data directory until the test ends. Its log is printed when the
 // test fails.
 func Start(t testing.TB) *Server {
@@ -70,7 +59,7 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port, console := FreePort(t), FreePort(t)
+	port, console := cluster.FreePort(), cluster.FreePort()
 	s.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	cmd := exec.CommandContext(context.Background(), bin, "server", filepath.Join(dir, "data"), "--quiet", "--address", fmt.Sprintf("127.0.0.1:%d", port), "--console-address", fmt.Sprintf("127.0.0.1:%d", console))
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+s.RootUser, "MINIO_ROOT_PASSWORD="+s.RootPassword, "MINIO_BROWSER=off", "MINIO_UPDATE=off")
