@@ -28,6 +28,7 @@ type flags struct {
 	useDualStackEndpoint   bool
 	stsQPS                 float64
 	stsBurst               int
+	ecrEndpoint            string
 	maxConcurrent          int
 	watchNamespaces        string
 	requireAccessPolicy    bool
@@ -49,6 +50,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
 	f := &flags{}
 	fs.StringVar(&f.region, "region", os.Getenv("AWS_REGION"), "Default AWS region for AssumedRoles that set none (default: $AWS_REGION). AssumeRoot needs a region.")
 	fs.StringVar(&f.stsEndpoint, "sts-endpoint", "", "Override the STS endpoint URL for every call (for example a VPC endpoint). Empty: the SDK's regional endpoint.")
+	fs.StringVar(&f.ecrEndpoint, "ecr-endpoint", "", "Override the Amazon ECR endpoint URL used for image-pull Secrets (for example a VPC endpoint). Empty: the SDK's regional endpoint.")
 	fs.BoolVar(&f.useFIPSEndpoint, "use-fips-endpoint", false, "Call the FIPS variant of the STS endpoint.")
 	fs.BoolVar(&f.useDualStackEndpoint, "use-dualstack-endpoint", false, "Call the dual-stack (IPv6) variant of the STS endpoint.")
 	fs.Float64Var(&f.stsQPS, "sts-qps", 20, "Client-side limit on STS calls per second, shared by all AssumedRoles.")
@@ -89,8 +91,10 @@ func (f *flags) validate() error {
 	if f.leaderElect && (f.retryPeriod <= 0 || f.renewDeadline <= f.retryPeriod || f.leaseDuration <= f.renewDeadline) {
 		errs = append(errs, fmt.Errorf("leader election needs 0 < --leader-election-retry-period < --leader-election-renew-deadline < --leader-election-lease-duration, got %v, %v, %v", f.retryPeriod, f.renewDeadline, f.leaseDuration))
 	}
-	if f.stsEndpoint != "" && !strings.HasPrefix(f.stsEndpoint, "https://") && !strings.HasPrefix(f.stsEndpoint, "http://") {
-		errs = append(errs, fmt.Errorf("--sts-endpoint must be a URL starting with https://, got %q", f.stsEndpoint))
+	for _, e := range []struct{ name, url string }{{"--sts-endpoint", f.stsEndpoint}, {"--ecr-endpoint", f.ecrEndpoint}} {
+		if e.url != "" && !strings.HasPrefix(e.url, "https://") && !strings.HasPrefix(e.url, "http://") {
+			errs = append(errs, fmt.Errorf("%s must be a URL starting with https://, got %q", e.name, e.url))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -148,6 +152,7 @@ func run(f *flags) error {
 	stsClient, err := sts.LoadDefault(ctx, sts.Options{
 		Region:       f.region,
 		Endpoint:     f.stsEndpoint,
+		ECREndpoint:  f.ecrEndpoint,
 		UseFIPS:      f.useFIPSEndpoint,
 		UseDualStack: f.useDualStackEndpoint,
 		QPS:          f.stsQPS,
@@ -168,6 +173,9 @@ func run(f *flags) error {
 	reconciler := &controllers.AssumedRoleReconciler{Client: mgr.GetClient(), STS: stsClient, Options: opts}
 	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the AssumedRole controller: %w", err)
+	}
+	if err := (&controllers.ClusterAssumedRoleReconciler{Client: mgr.GetClient(), Options: opts}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the ClusterAssumedRole controller: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

@@ -19,6 +19,7 @@ func TestFlagValidation(t *testing.T) {
 		{[]string{"--sts-burst=0"}, "--sts-burst must be at least 1"},
 		{[]string{"--max-concurrent-reconciles=0"}, "--max-concurrent-reconciles must be at least 1"},
 		{[]string{"--sts-endpoint=sts.example.com"}, "--sts-endpoint must be a URL"},
+		{[]string{"--ecr-endpoint=api.ecr.example.com"}, "--ecr-endpoint must be a URL"},
 		{[]string{"--leader-elect", "--leader-election-renew-deadline=20s"}, "leader election needs"},
 		{[]string{"--leader-elect=false", "--leader-election-renew-deadline=20s"}, ""},
 		{[]string{"--no-such-flag"}, "flag provided but not defined"},

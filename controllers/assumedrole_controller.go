@@ -26,8 +26,9 @@ import (
 
 // +kubebuilder:rbac:groups=rolekeeper.io,resources=assumedroles,verbs=get;list;watch
 // +kubebuilder:rbac:groups=rolekeeper.io,resources=assumedroles/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=rolekeeper.io,resources=assumedroles/finalizers,verbs=update
 // +kubebuilder:rbac:groups=rolekeeper.io,resources=assumedrolepolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -35,6 +36,7 @@ import (
 type STS interface {
 	AssumeRole(ctx context.Context, req sts.AssumeRoleRequest, source *sts.Credentials) (*sts.Result, error)
 	AssumeRoot(ctx context.Context, req sts.AssumeRootRequest, source *sts.Credentials) (*sts.Result, error)
+	ECRAuthorizationToken(ctx context.Context, req sts.ECRRequest, creds sts.Credentials) ([]sts.ECRLogin, error)
 }
 
 // AssumedRoleReconciler keeps the Secret of each AssumedRole filled with valid credentials.
@@ -60,9 +62,11 @@ type scope struct {
 	req    *request
 	secret *corev1.Secret // nil when it does not exist
 	source *sts.Credentials
-	// creds are the credentials in the Secret when it holds a complete set.
-	creds   secretdata.Input
-	credsOK bool
+	// creds are the credentials in the Secret when it holds a complete set. For an image-pull
+	// Secret only creds.Expiration is known (from its annotation) and registries holds the logins.
+	creds      secretdata.Input
+	credsOK    bool
+	registries []secretdata.RegistryAuth
 	// dueReason and dueMessage say why an issuance is due; empty when nothing is due.
 	dueReason, dueMessage string
 	// called is set once this reconcile called STS: only it knows the outcome.
@@ -194,7 +198,17 @@ func (r *AssumedRoleReconciler) loadSecret(ctx context.Context, s *scope) (bool,
 		return true, ctrl.Result{RequeueAfter: time.Minute}, nil // foreign Secrets are not watched
 	}
 	s.secret = secret
-	if secret != nil {
+	if secret == nil {
+		return false, ctrl.Result{}, nil
+	}
+	switch {
+	case secret.Type != secretType(s.ar):
+		// Issued for the other kind of Secret; the next issuance replaces it.
+	case s.req.ecr != nil:
+		auths, err := secretdata.ParseDockerConfigJSON(secret.Data[secretdata.KeyDockerConfigJSON])
+		exp, expErr := time.Parse(time.RFC3339, secret.Annotations[rkv1.AnnotationExpiration])
+		s.registries, s.creds.Expiration, s.credsOK = auths, exp, err == nil && expErr == nil
+	default:
 		s.creds, s.credsOK = secretdata.Credentials(secret.Data)
 	}
 	return false, ctrl.Result{}, nil
@@ -261,11 +275,12 @@ func (r *AssumedRoleReconciler) decide(ctx context.Context, s *scope) (bool, ctr
 }
 
 // waitForBackoff holds an issuance back while a backoff from a failure of the same spec is in
-// force. A changed spec or a manual rotation request goes ahead at once.
+// force. A changed spec or a new manual rotation request goes ahead at once, whatever made the
+// issuance due (a rotation request is how a user retries after fixing the cause in AWS).
 func (r *AssumedRoleReconciler) waitForBackoff(s *scope) (bool, ctrl.Result, error) {
 	st := s.ar.Status
 	if st.FailedAttempts == 0 || st.LastFailure == nil || st.LastFailure.Generation != s.ar.Generation ||
-		st.RenewalTime == nil || s.dueReason == rkv1.ReasonRotationRequested && s.ar.Annotations[rkv1.AnnotationRotate] != st.RotateRequest {
+		st.RenewalTime == nil || s.ar.Annotations[rkv1.AnnotationRotate] != st.RotateRequest {
 		return false, ctrl.Result{}, nil
 	}
 	if wait := st.RenewalTime.Sub(s.now); wait > 0 {
@@ -289,6 +304,11 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl
 		return true, r.recordFailure(s, err), nil
 	}
 	normalize(res)
+	if s.req.ecr != nil {
+		if err := r.ecrLogin(ctx, s, res); err != nil {
+			return true, r.recordFailure(s, err), nil
+		}
+	}
 	first := s.secret == nil && s.ar.Status.LastIssuedTime == nil
 	if err := r.writeSecret(ctx, s, res); err != nil {
 		return true, ctrl.Result{}, fmt.Errorf("writing Secret %s after a successful %s: %w", secretName(s.ar), operation(s.req), err)
@@ -314,12 +334,40 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl
 	return true, ctrl.Result{RequeueAfter: at.Sub(r.Clock.Now())}, nil
 }
 
+// ecrLogin exchanges the fresh session for an ECR login token. The Secret then expires with
+// whichever ends first, the token or the session: a token is never valid longer than the
+// credentials that requested it.
+func (r *AssumedRoleReconciler) ecrLogin(ctx context.Context, s *scope, res *sts.Result) error {
+	logins, err := r.STS.ECRAuthorizationToken(ctx, *s.req.ecr, res.Credentials)
+	if err != nil {
+		return err
+	}
+	s.registries = s.registries[:0]
+	for _, l := range logins {
+		s.registries = append(s.registries, secretdata.RegistryAuth{Server: l.Server, Username: l.Username, Password: l.Password})
+		if exp := l.ExpiresAt.UTC().Truncate(time.Second); exp.Before(res.Credentials.Expiration) {
+			res.Credentials.Expiration = exp
+		}
+	}
+	return nil
+}
+
 // normalize keeps the times of an issuance in whole seconds, as the Secret stores them. Every
 // later reconcile computes the renewal time from the Secret; computing it here from finer values
 // could land on another second, and the next reconcile would rewrite status to "correct" it.
 func normalize(res *sts.Result) {
 	res.IssuedAt = res.IssuedAt.UTC().Truncate(time.Second)
 	res.Credentials.Expiration = res.Credentials.Expiration.UTC().Truncate(time.Second)
+}
+
+// failedOperation names the AWS operation that failed: the STS call, or ECR's
+// GetAuthorizationToken after it.
+func failedOperation(err error, r *request) string {
+	var e *sts.Error
+	if errors.As(err, &e) && e.Operation != "" {
+		return e.Operation
+	}
+	return operation(r)
 }
 
 func operation(r *request) string {
@@ -346,7 +394,7 @@ func (r *AssumedRoleReconciler) recordFailure(s *scope, err error) ctrl.Result {
 	}
 	setIssueFailed(s.ar, failureFacts{code: code, message: message, retryable: retryable, at: s.now, retryAt: retryAt, dueReason: s.dueReason, validUntil: validUntil})
 	if prev == nil || prev.Code != code {
-		r.event(s.ar, corev1.EventTypeWarning, rkv1.ReasonIssueFailed, "Issue", "%s failed with %s: %s", operation(s.req), code, message)
+		r.event(s.ar, corev1.EventTypeWarning, rkv1.ReasonIssueFailed, "Issue", "%s failed with %s: %s", failedOperation(err, s.req), code, message)
 	}
 	s.log.Info("issuing failed", "code", code, "retryable", retryable, "attempt", s.ar.Status.FailedAttempts, "retryAt", rfc3339(retryAt), "message", message)
 	return ctrl.Result{RequeueAfter: retryAt.Sub(s.now)}
@@ -374,6 +422,10 @@ func failureMessage(err error, req *request) string {
 		msg += "; activate STS in this region for the account, or set spec.region to an active region"
 	case "PackedPolicyTooLarge":
 		msg += "; shorten the session policy or use fewer or shorter session tags"
+	case "AccessDeniedException":
+		if e.Operation == "GetAuthorizationToken" {
+			msg += "; the role's identity policy must allow ecr:GetAuthorizationToken (and ecr:BatchGetImage, ecr:GetDownloadUrlForLayer on the repositories to pull)"
+		}
 	case "ExpiredToken", "InvalidClientTokenId":
 		msg += "; the identity that signs the call (the operator's, or spec.source) is not valid"
 	}

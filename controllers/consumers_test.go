@@ -133,16 +133,7 @@ func TestManualRotation(t *testing.T) {
 	h.start()
 	h.assumedRole("app", nil)
 	h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
-	rotate := func(v string) {
-		ar := h.get("app")
-		if ar.Annotations == nil {
-			ar.Annotations = map[string]string{}
-		}
-		ar.Annotations[rkv1.AnnotationRotate] = v
-		if err := k8s.Update(context.Background(), ar); err != nil {
-			t.Fatal(err)
-		}
-	}
+	rotate := func(v string) { h.annotate("app", rkv1.AnnotationRotate, v) }
 	before := credsOf(h.secret("app")).AccessKeyID
 	rotate("2026-11-22T10:00")
 	h.eventually(20*time.Second, "the rotation", func() bool { return credsOf(h.secret("app")).AccessKeyID != before })

@@ -4,6 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/pkg/access"
@@ -21,8 +25,10 @@ const (
 
 // request is the STS call an AssumedRole asks for, resolved against the operator's options.
 type request struct {
-	role   *sts.AssumeRoleRequest
-	root   *sts.AssumeRootRequest
+	role *sts.AssumeRoleRequest
+	root *sts.AssumeRootRequest
+	// ecr is set for an image-pull Secret: the ECR login the session is used for.
+	ecr    *sts.ECRRequest
 	region string
 	// hash identifies the request (and its source) in the Secret's request-hash annotation.
 	hash string
@@ -98,10 +104,34 @@ func buildRequest(ar *rkv1.AssumedRole, opts Options) (*request, error) {
 		return r, fmt.Errorf("set exactly one of spec.assumeRole or spec.assumeRoot")
 	}
 	if spec.Source != nil {
-		sum := sha256.Sum256([]byte(r.hash + "\x00source=" + spec.Source.AssumedRoleRef.Name))
-		r.hash = hex.EncodeToString(sum[:])
+		r.hash = extendHash(r.hash, "source="+spec.Source.AssumedRoleRef.Name)
+	}
+	if e := spec.Secret.ECR; e != nil && r.role != nil {
+		ecr := sts.ECRRequest{Region: e.Region, RegistryIDs: slices.Sorted(slices.Values(e.RegistryIDs))}
+		if ecr.Region == "" {
+			ecr.Region = region
+		}
+		if err := ecr.Validate(); err != nil {
+			return r, err
+		}
+		r.ecr = &ecr
+		// Only image-pull Secrets extend the hash, so Secrets of other AssumedRoles keep theirs.
+		r.hash = extendHash(r.hash, "ecr="+ecr.Region+"/"+strings.Join(ecr.RegistryIDs, ","))
 	}
 	return r, nil
+}
+
+func extendHash(hash, part string) string {
+	sum := sha256.Sum256([]byte(hash + "\x00" + part))
+	return hex.EncodeToString(sum[:])
+}
+
+// secretType is the type of the Secret the spec asks for.
+func secretType(ar *rkv1.AssumedRole) corev1.SecretType {
+	if ar.Spec.Secret.ECR != nil {
+		return corev1.SecretTypeDockerConfigJson
+	}
+	return corev1.SecretTypeOpaque
 }
 
 // accessRequest is the request as AssumedRolePolicies see it.

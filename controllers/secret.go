@@ -48,10 +48,15 @@ func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, 
 			Labels:      map[string]string{},
 			Annotations: map[string]string{},
 		},
-		Type: corev1.SecretTypeOpaque,
-		Data: secretdata.Render(renderInput(ar, s.req.region, creds)),
+		Type: secretType(ar),
 	}
-	if tmpl := ar.Spec.Secret.Template; tmpl != nil {
+	switch {
+	case s.req.ecr != nil:
+		secret.Data = map[string][]byte{secretdata.KeyDockerConfigJSON: secretdata.DockerConfigJSON(s.registries)}
+	default:
+		secret.Data = secretdata.Render(renderInput(ar, s.req.region, creds))
+	}
+	if tmpl := ar.Spec.Secret.Template; tmpl != nil && s.req.ecr == nil {
 		rendered, err := secretdata.RenderTemplates(tmpl.Data, templateValues(s, creds))
 		if err != nil {
 			return nil, fmt.Errorf("spec.secret.template: %s", sts.Redact(err.Error()))
@@ -97,6 +102,15 @@ func (r *AssumedRoleReconciler) writeSecret(ctx context.Context, s *scope, res *
 				return apierrors.NewConflict(corev1.Resource("secrets"), desired.Name, errForeignSecret)
 			}
 		}
+		if current.Type != desired.Type {
+			// A Secret's type cannot change: replace it, and only the copy that was read.
+			if err := r.Delete(ctx, current, client.Preconditions{UID: &current.UID, ResourceVersion: &current.ResourceVersion}); client.IgnoreNotFound(err) != nil {
+				return err
+			}
+			s.log.Info("replaced Secret to change its type", "secret", desired.Name, "from", current.Type, "to", desired.Type)
+			current = nil
+			return apierrors.NewConflict(corev1.Resource("secrets"), desired.Name, errTypeChanged)
+		}
 		update := current.DeepCopy()
 		update.Labels, update.Annotations, update.Data, update.Type = desired.Labels, desired.Annotations, desired.Data, desired.Type
 		update.OwnerReferences = desired.OwnerReferences
@@ -110,6 +124,8 @@ func (r *AssumedRoleReconciler) writeSecret(ctx context.Context, s *scope, res *
 		return err
 	})
 }
+
+var errTypeChanged = apierrors.NewBadRequest("the Secret was deleted to change its type; creating it again")
 
 var errForeignSecret = apierrors.NewBadRequest("a Secret of this name appeared that this AssumedRole does not own")
 

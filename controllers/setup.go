@@ -115,15 +115,7 @@ func (r *AssumedRoleReconciler) assumedRolesIn(ctx context.Context, ns client.Ob
 }
 
 func (r *AssumedRoleReconciler) serves(namespace string) bool {
-	if len(r.Options.WatchNamespaces) == 0 {
-		return true
-	}
-	for _, ns := range r.Options.WatchNamespaces {
-		if ns == namespace {
-			return true
-		}
-	}
-	return false
+	return serves(r.Options.WatchNamespaces, namespace)
 }
 
 // dependents re-queues the AssumedRoles that chain from o, so they issue as soon as it is ready.

@@ -59,6 +59,10 @@ func (r *AssumedRoleReconciler) resolveSource(ctx context.Context, s *scope) (bo
 		r.block(s, rkv1.ReasonSourceNotReady, fmt.Sprintf("source AssumedRole %s does not exist in namespace %s", ref, s.ar.Namespace), false)
 		return true, ctrl.Result{}, nil // its creation re-queues this AssumedRole
 	}
+	if first.Spec.Secret.ECR != nil {
+		r.block(s, rkv1.ReasonInvalidSpec, fmt.Sprintf("source AssumedRole %s writes an image-pull Secret, which holds no AWS credentials; chain from an AssumedRole with the default Secret type", ref), true)
+		return true, ctrl.Result{}, nil
+	}
 	creds, ok, err := r.sourceCredentials(ctx, first)
 	if err != nil {
 		return true, ctrl.Result{}, err

@@ -79,6 +79,9 @@ type harness struct {
 	opts       controllers.Options
 	// extra are further namespaces of this test, watched by its manager.
 	extra []string
+	// clusterRoles also runs the ClusterAssumedRole reconciler. ClusterAssumedRoles are
+	// cluster-scoped, so only one test at a time may run it.
+	clusterRoles bool
 }
 
 type syncBuffer struct {
@@ -124,7 +127,7 @@ func newHarness(t *testing.T, emu ststest.Options) *harness {
 
 func (h *harness) stsClient() *sts.Client {
 	return sts.New(aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(operator.AccessKeyID, operator.SecretAccessKey, "")},
-		sts.Options{Endpoint: h.sts.URL, MaxAttempts: 1, QPS: 1000, Burst: 1000, Timeout: 5 * time.Second, Observe: controllers.ObserveSTS})
+		sts.Options{Endpoint: h.sts.URL, ECREndpoint: h.sts.URL, MaxAttempts: 1, QPS: 1000, Burst: 1000, Timeout: 5 * time.Second, Observe: controllers.ObserveSTS})
 }
 
 // statusFailingClient fails status writes while the harness asks it to.
@@ -168,6 +171,13 @@ func (h *harness) start() {
 	r := &controllers.AssumedRoleReconciler{Client: statusFailingClient{mgr.GetClient(), h}, STS: h.stsClient(), Options: h.opts}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		h.t.Fatal(err)
+	}
+	if h.clusterRoles {
+		opts := h.opts
+		opts.WatchNamespaces = append([]string{h.ns}, h.extra...)
+		if err := (&controllers.ClusterAssumedRoleReconciler{Client: mgr.GetClient(), Options: opts}).SetupWithManager(mgr); err != nil {
+			h.t.Fatal(err)
+		}
 	}
 	h.cancel, h.done = cancel, make(chan struct{})
 	go func() {
@@ -259,6 +269,19 @@ func (h *harness) get(name string) *rkv1.AssumedRole {
 		h.t.Fatal(err)
 	}
 	return ar
+}
+
+// annotate sets one annotation on an AssumedRole of the test's namespace.
+func (h *harness) annotate(name, key, value string) {
+	h.t.Helper()
+	ar := h.get(name)
+	if ar.Annotations == nil {
+		ar.Annotations = map[string]string{}
+	}
+	ar.Annotations[key] = value
+	if err := k8s.Update(context.Background(), ar); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 func (h *harness) secret(name string) *corev1.Secret {

@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -37,6 +38,7 @@ type AssumedRole struct {
 //
 // +kubebuilder:validation:XValidation:rule="has(self.assumeRole) != has(self.assumeRoot)",message="set exactly one of spec.assumeRole (sts:AssumeRole) or spec.assumeRoot (sts:AssumeRoot)"
 // +kubebuilder:validation:XValidation:rule="!has(self.source) || !has(self.assumeRole) || !has(self.assumeRole.durationSeconds) || self.assumeRole.durationSeconds <= 3600",message="spec.assumeRole.durationSeconds must be at most 3600 when spec.source.assumedRoleRef is set: AWS limits role-chaining sessions to one hour"
+// +kubebuilder:validation:XValidation:rule="!has(self.assumeRoot) || !has(self.secret) || !has(self.secret.ecr)",message="secret.ecr needs spec.assumeRole: no AssumeRoot task policy allows ecr:GetAuthorizationToken"
 type AssumedRoleSpec struct {
 	// assumeRole calls sts:AssumeRole. Mutually exclusive with assumeRoot.
 	// +optional
@@ -244,6 +246,9 @@ type LocalAssumedRoleReference struct {
 }
 
 // SecretSpec shapes the Secret the credentials are written to.
+//
+// +kubebuilder:validation:XValidation:rule="(has(self.type) && self.type == 'kubernetes.io/dockerconfigjson') == has(self.ecr)",message="secret.ecr and secret.type kubernetes.io/dockerconfigjson go together: an image-pull Secret needs secret.ecr, and secret.ecr needs that type"
+// +kubebuilder:validation:XValidation:rule="!has(self.ecr) || (!has(self.template) && !has(self.credentialProcess) && !has(self.profile))",message="an image-pull Secret holds only .dockerconfigjson: remove secret.template, secret.credentialProcess and secret.profile, or use another AssumedRole for AWS credentials"
 type SecretSpec struct {
 	// name of the Secret in the same namespace. Default: the AssumedRole's name. A Secret of that
 	// name that this AssumedRole does not own is never modified (reason SecretConflict).
@@ -251,6 +256,20 @@ type SecretSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="secret.name must be a DNS subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
 	Name string `json:"name,omitempty"`
+
+	// type of the Secret. Opaque (the default) holds the AWS credentials. kubernetes.io/dockerconfigjson
+	// makes an image-pull Secret instead: the operator uses the assumed credentials to call ECR
+	// GetAuthorizationToken and writes only the registry login (.dockerconfigjson); the AWS
+	// credentials themselves are not stored. Needs secret.ecr. Changing the type replaces the
+	// Secret, because Kubernetes does not allow a Secret's type to change.
+	// +optional
+	// +kubebuilder:validation:Enum=Opaque;kubernetes.io/dockerconfigjson
+	Type corev1.SecretType `json:"type,omitempty"`
+
+	// ecr says which Amazon ECR registries the image-pull Secret logs in to. Only with type
+	// kubernetes.io/dockerconfigjson.
+	// +optional
+	ECR *ECRSpec `json:"ecr,omitempty"`
 
 	// profile is the profile name used in the credentials and config files. Default: "default".
 	// 1-64 characters of [A-Za-z0-9_.+-].
@@ -303,6 +322,28 @@ type SecretTemplate struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_CREDENTIAL_EXPIRATION']))",message="secret.template.data cannot replace AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or AWS_CREDENTIAL_EXPIRATION"
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 4096)",message="each secret.template.data template must be at most 4096 characters"
 	Data map[string]string `json:"data"`
+}
+
+// ECRSpec names the Amazon ECR registries of an image-pull Secret. The login token ECR issues
+// is valid for 12 hours and never longer than the session that requested it, so the Secret is
+// renewed ahead of whichever ends first; a session of 43200 seconds (assumeRole.durationSeconds)
+// gets the most out of each token.
+type ECRSpec struct {
+	// registryIds are the AWS account IDs whose private registries the Secret logs in to, one
+	// entry each in .dockerconfigjson. At most 10. Default: the registry of the assumed role's
+	// account. The token is the same for all of them; it grants what the role may pull.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=10
+	// +kubebuilder:validation:items:Pattern=`^[0-9]{12}$`
+	RegistryIDs []string `json:"registryIds,omitempty"`
+
+	// region of the registries, for example "eu-west-1". Default: spec.region, then the
+	// operator's --region.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$')",message="ecr.region must be an AWS region code such as us-east-1 or eu-central-2"
+	Region string `json:"region,omitempty"`
 }
 
 // CredentialProcessSpec says where the pod mounts the Secret.

@@ -33,6 +33,17 @@ const (
 	ReasonInvalidSpec = "InvalidSpec"
 	// ReasonTemplateInvalid: spec.secret.template does not render; the Secret is left as it was.
 	ReasonTemplateInvalid = "TemplateInvalid"
+	// ReasonAssumedRoleConflict: a ClusterAssumedRole cannot create its AssumedRole in a namespace
+	// because one of that name exists there and belongs to someone else; it is left untouched.
+	ReasonAssumedRoleConflict = "AssumedRoleConflict"
+	// ReasonAllNamespacesReady: every namespace a ClusterAssumedRole selects has a Ready AssumedRole.
+	ReasonAllNamespacesReady = "AllNamespacesReady"
+	// ReasonNamespacesFailing: some selected namespaces' AssumedRoles are failing.
+	ReasonNamespacesFailing = "NamespacesFailing"
+	// ReasonNamespacesPending: some selected namespaces' AssumedRoles are not Ready yet, none failing.
+	ReasonNamespacesPending = "NamespacesPending"
+	// ReasonInvalidSelector: a ClusterAssumedRole's namespaceSelector cannot be parsed.
+	ReasonInvalidSelector = "InvalidSelector"
 	// ReasonRolloutRestarted: rollout restart targets were patched after a rotation.
 	ReasonRolloutRestarted = "RolloutRestarted"
 
@@ -63,6 +74,8 @@ const (
 	AnnotationIssuedAt = "rolekeeper.io/issued-at"
 	// AnnotationRequestHash on the Secret: sha256 of the normalized STS request (no secrets).
 	AnnotationRequestHash = "rolekeeper.io/request-hash"
+	// LabelClusterAssumedRole is set on each AssumedRole a ClusterAssumedRole owns, to its name.
+	LabelClusterAssumedRole = "rolekeeper.io/cluster-assumed-role"
 	// AnnotationRotate on the AssumedRole: changing its value asks for one re-issuance.
 	AnnotationRotate = "rolekeeper.io/rotate"
 	// AnnotationRestartedAt on a workload's pod template: set after a rotation to roll its pods.

@@ -24,7 +24,8 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &AssumedRole{}, &AssumedRoleList{}, &AssumedRolePolicy{}, &AssumedRolePolicyList{})
+	s.AddKnownTypes(GroupVersion, &AssumedRole{}, &AssumedRoleList{}, &AssumedRolePolicy{}, &AssumedRolePolicyList{},
+		&ClusterAssumedRole{}, &ClusterAssumedRoleList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

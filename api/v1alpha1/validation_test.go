@@ -65,6 +65,17 @@ type admissionCase struct {
 	want string
 }
 
+const baseClusterRole = `{
+  "apiVersion": "rolekeeper.io/v1alpha1", "kind": "ClusterAssumedRole",
+  "metadata": {"name": "shared"},
+  "spec": {"namespaceSelector": {"matchLabels": {"team": "a"}},
+           "template": {"spec": {"assumeRole": {"roleArn": "arn:aws:iam::111122223333:role/reader"}}}}
+}`
+
+func clusterCase(name, patch, want string) admissionCase {
+	return admissionCase{name: name, base: baseClusterRole, patch: patch, want: want}
+}
+
 func roleCase(name, patch, want string) admissionCase {
 	return admissionCase{name: name, base: baseRole, patch: patch, want: want}
 }
@@ -183,8 +194,26 @@ var invalidCases = []admissionCase{
 	roleCase("secret annotation reserved", `{"spec":{"secret":{"annotations":{"rolekeeper.io/expiration":"never"}}}}`, "secret.annotations must not use the reserved rolekeeper.io/ prefix"),
 	roleCase("template replacing a credential key", `{"spec":{"secret":{"template":{"data":{"AWS_SECRET_ACCESS_KEY":"x"}}}}}`, "secret.template.data cannot replace AWS_ACCESS_KEY_ID"),
 	roleCase("template key with a slash", `{"spec":{"secret":{"template":{"data":{"a/b":"x"}}}}}`, "secret.template.data keys must be valid Secret keys"),
+	roleCase("image-pull type without ecr", `{"spec":{"secret":{"type":"kubernetes.io/dockerconfigjson"}}}`, "secret.ecr and secret.type kubernetes.io/dockerconfigjson go together"),
+	roleCase("ecr without the image-pull type", `{"spec":{"secret":{"ecr":{"region":"eu-west-1"}}}}`, "secret.ecr and secret.type kubernetes.io/dockerconfigjson go together"),
+	roleCase("unsupported secret type", `{"spec":{"secret":{"type":"kubernetes.io/tls"}}}`, `Unsupported value: "kubernetes.io/tls"`),
+	roleCase("image-pull Secret with a template", `{"spec":{"secret":{"type":"kubernetes.io/dockerconfigjson","ecr":{},"template":{"data":{"x":"y"}}}}}`, "an image-pull Secret holds only .dockerconfigjson"),
+	roleCase("image-pull Secret with credentialProcess", `{"spec":{"secret":{"type":"kubernetes.io/dockerconfigjson","ecr":{},"credentialProcess":{"mountPath":"/creds"}}}}`, "an image-pull Secret holds only .dockerconfigjson"),
+	roleCase("image-pull Secret for AssumeRoot", `{"spec":{"assumeRole":null,"region":"us-east-1","assumeRoot":{"targetPrincipal":"444455556666","taskPolicy":"S3UnlockBucketPolicy"},"secret":{"type":"kubernetes.io/dockerconfigjson","ecr":{}}}}`, "secret.ecr needs spec.assumeRole"),
+	roleCase("ecr registry id not an account", `{"spec":{"secret":{"type":"kubernetes.io/dockerconfigjson","ecr":{"registryIds":["1111-2222-3333"]}}}}`, "should match '^[0-9]{12}$'"),
+	roleCase("ecr eleven registries", `{"spec":{"secret":{"type":"kubernetes.io/dockerconfigjson","ecr":{"registryIds":`+strs(11, func(i int) string { return fmt.Sprintf("%012d", i) })+`}}}}`, "must have at most 10 items"),
+	roleCase("ecr region invalid", `{"spec":{"secret":{"type":"kubernetes.io/dockerconfigjson","ecr":{"region":"EU"}}}}`, "ecr.region must be an AWS region code"),
 	roleCase("mountPath relative", `{"spec":{"secret":{"credentialProcess":{"mountPath":"creds"}}}}`, "mountPath must be an absolute path"),
 	roleCase("mountPath with shell characters", `{"spec":{"secret":{"credentialProcess":{"mountPath":"/creds; rm -rf /"}}}}`, "mountPath must be an absolute path"),
+
+	// ClusterAssumedRole: the template is an AssumedRole spec with all of its rules.
+	clusterCase("cluster role without a selector", `{"spec":{"namespaceSelector":null}}`, "spec.namespaceSelector: Required value"),
+	clusterCase("cluster role without a template spec", `{"spec":{"template":{"spec":null}}}`, "spec.template.spec: Required value"),
+	clusterCase("cluster role template with both operations", `{"spec":{"template":{"spec":{"assumeRoot":{"targetPrincipal":"444455556666","taskPolicy":"S3UnlockBucketPolicy"}}}}}`, "set exactly one of spec.assumeRole"),
+	clusterCase("cluster role template with a bad role ARN", `{"spec":{"template":{"spec":{"assumeRole":{"roleArn":"arn:aws:iam::1:user/x-long-enough"}}}}}`, "roleArn must be an IAM role ARN"),
+	clusterCase("cluster role chaining from itself", `{"spec":{"template":{"spec":{"source":{"assumedRoleRef":{"name":"shared"}}}}}}`, "spec.template.spec.source.assumedRoleRef.name must name another AssumedRole"),
+	clusterCase("cluster role reserved template label", `{"spec":{"template":{"metadata":{"labels":{"rolekeeper.io/cluster-assumed-role":"x"}}}}}`, "template.metadata.labels must not use the reserved rolekeeper.io/ prefix"),
+	clusterCase("cluster role image-pull template without ecr", `{"spec":{"template":{"spec":{"secret":{"type":"kubernetes.io/dockerconfigjson"}}}}}`, "secret.ecr and secret.type kubernetes.io/dockerconfigjson go together"),
 
 	// AssumedRolePolicy.
 	policyCase("policy selects no namespaces", `{"spec":{"namespaces":null}}`, "select namespaces with namespaceSelector"),
@@ -206,6 +235,9 @@ var validCases = []admissionCase{
 	roleCase("everything at its limit", `{"spec":{"assumeRole":{"sessionName":"`+strings.Repeat("s", 64)+`","externalId":"`+strings.Repeat("e", 1224)+`","sourceIdentity":"ci@example.com","tags":`+tags(50)+`,"policyArns":`+strs(10, func(i int) string { return fmt.Sprintf("arn:aws:iam::aws:policy/P%d", i) })+`}}}`, ""),
 	roleCase("root with a principal ARN", `{"spec":{"assumeRole":null,"region":"us-gov-west-1","assumeRoot":{"targetPrincipal":"arn:aws-us-gov:iam::444455556666:root","taskPolicy":"IAMAuditRootUserCredentials"}}}`, ""),
 	roleCase("renewal with renewBefore", `{"spec":{"renewal":{"renewBefore":"20m"}}}`, ""),
+	roleCase("image-pull Secret for three registries", `{"spec":{"assumeRole":{"durationSeconds":43200},"secret":{"type":"kubernetes.io/dockerconfigjson","ecr":{"registryIds":["111122223333","444455556666","777788889999"],"region":"eu-west-1"}}}}`, ""),
+	roleCase("explicit Opaque type", `{"spec":{"secret":{"type":"Opaque","profile":"ci"}}}`, ""),
+	clusterCase("cluster role selecting every namespace with an image-pull template", `{"spec":{"namespaceSelector":{},"template":{"metadata":{"labels":{"team":"a"},"annotations":{"rolekeeper.io/rotate":"1"}},"spec":{"secret":{"type":"kubernetes.io/dockerconfigjson","ecr":{}}}}}}`, ""),
 	policyCase("policy selecting all namespaces", `{"spec":{"namespaces":null,"namespaceSelector":{}}}`, ""),
 }
 

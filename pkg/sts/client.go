@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ecr"
 	awssts "github.com/aws/aws-sdk-go-v2/service/sts"
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go/middleware"
@@ -24,6 +25,9 @@ type Options struct {
 	Region string
 	// Endpoint overrides the STS endpoint URL for every call. Only the operator sets it.
 	Endpoint string
+	// ECREndpoint overrides the Amazon ECR endpoint URL (image-pull Secrets). Only the operator
+	// sets it.
+	ECREndpoint string
 	// UseFIPS and UseDualStack pick endpoint variants.
 	UseFIPS, UseDualStack bool
 	// QPS and Burst bound calls to STS across all requests of this client, counting each SDK
@@ -53,6 +57,7 @@ type Client struct {
 
 	mu       sync.Mutex
 	regional map[string]*awssts.Client
+	ecr      map[string]*ecr.Client
 }
 
 // Identity is what GetCallerIdentity returns.
@@ -101,6 +106,7 @@ func New(cfg aws.Config, opts Options) *Client {
 		opts:     opts,
 		limiter:  rate.NewLimiter(rate.Limit(opts.QPS), opts.Burst),
 		regional: map[string]*awssts.Client{},
+		ecr:      map[string]*ecr.Client{},
 	}
 }
 

@@ -41,6 +41,7 @@ var terminalCodes = map[string]bool{
 	"InvalidAction":               true,
 	"OptInRequired":               true,
 	"UnrecognizedClientException": true,
+	"InvalidParameterException":   true, // ECR
 	CodeInvalidRequest:            true,
 }
 
@@ -63,6 +64,7 @@ var retryableCodes = map[string]bool{
 	"RequestExpired":            true, // clock skew; the SDK corrects its offset on retry
 	"IDPCommunicationError":     true,
 	"PriorRequestNotComplete":   true,
+	"ServerException":           true, // ECR
 	CodeNetwork:                 true,
 	CodeTimeout:                 true,
 	CodeRateLimitWaiting:        true,
@@ -82,7 +84,11 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "sts %s: %s", e.Operation, e.Code)
+	service := "sts"
+	if e.Operation == "GetAuthorizationToken" {
+		service = "ecr"
+	}
+	fmt.Fprintf(&b, "%s %s: %s", service, e.Operation, e.Code)
 	if e.Message != "" {
 		b.WriteString(": " + e.Message)
 	}

@@ -161,7 +161,7 @@ func operator(t *testing.T, identity ststest.Principal, endpoint string, args ..
 		"AWS_ACCESS_KEY_ID=" + identity.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + identity.SecretAccessKey,
 		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true",
 	}
-	all := append([]string{"--region=us-east-1", "--sts-endpoint=" + endpoint, "--metrics-bind-address=0", "--health-probe-bind-address=0",
+	all := append([]string{"--region=us-east-1", "--sts-endpoint=" + endpoint, "--ecr-endpoint=" + endpoint, "--metrics-bind-address=0", "--health-probe-bind-address=0",
 		"--leader-election-namespace=rolekeeper-system"}, args...)
 	p, err := startProcess("rolekeeper", bins["rolekeeper"], env, all...)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/minio/madmin-go/v3"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -67,15 +68,19 @@ func keys(m map[string][]byte) []string {
 // The ClusterRole and Role in config/rbac grant exactly the verbs the operator uses, no more.
 func TestRBACGrantsOnlyWhatTheOperatorUses(t *testing.T) {
 	want := map[string]string{
-		"rolekeeper.io/assumedroles":        "get,list,watch",
-		"rolekeeper.io/assumedroles/status": "get,patch,update",
-		"rolekeeper.io/assumedrolepolicies": "get,list,watch",
-		"/secrets":                          "create,get,list,update,watch",
-		"/namespaces":                       "get,list,watch",
-		"events.k8s.io/events":              "create,patch",
-		"apps/deployments":                  "patch",
-		"apps/statefulsets":                 "patch",
-		"apps/daemonsets":                   "patch",
+		"rolekeeper.io/assumedroles":                   "create,delete,get,list,update,watch", // created by ClusterAssumedRoles
+		"rolekeeper.io/assumedroles/status":            "get,patch,update",
+		"rolekeeper.io/assumedroles/finalizers":        "update", // owner references that block deletion
+		"rolekeeper.io/assumedrolepolicies":            "get,list,watch",
+		"rolekeeper.io/clusterassumedroles":            "get,list,watch",
+		"rolekeeper.io/clusterassumedroles/status":     "get,patch,update",
+		"rolekeeper.io/clusterassumedroles/finalizers": "update",
+		"/secrets":             "create,delete,get,list,update,watch", // delete: only to change an owned Secret's type
+		"/namespaces":          "get,list,watch",
+		"events.k8s.io/events": "create,patch",
+		"apps/deployments":     "patch",
+		"apps/statefulsets":    "patch",
+		"apps/daemonsets":      "patch",
 	}
 	got := map[string]string{}
 	var cr rbacv1.ClusterRole
@@ -115,19 +120,39 @@ func TestSamplesBecomeReadyAndKubectlWaits(t *testing.T) {
 	if out, err := kubectl("admin", "apply", "-k", filepath.Join(testenv.Root(), "config", "samples")); err != nil {
 		t.Fatalf("kubectl apply -k config/samples: %v\n%s", err, out)
 	}
-	out, err := kubectl("admin", "wait", "--for=condition=Ready", "assumedrole/reader", "assumedrole/deployer", "assumedrole/unlock-bucket", "-n", "demo", "--timeout=90s")
+	out, err := kubectl("admin", "wait", "--for=condition=Ready", "assumedrole/reader", "assumedrole/deployer", "assumedrole/unlock-bucket", "assumedrole/ecr-pull", "-n", "demo", "--timeout=90s")
 	if err != nil {
 		t.Fatalf("kubectl wait: %v\n%s", err, out)
 	}
 	t.Logf("kubectl wait:\n%s", out)
-	for _, name := range []string{"reader", "deployer", "unlock-bucket"} {
+	// The ClusterAssumedRole sample fans out to demo once it is labelled.
+	t.Cleanup(func() { _, _ = kubectl("admin", "delete", "clusterassumedrole/shared-reader") })
+	if out, err := kubectl("admin", "label", "namespace", "demo", "rolekeeper.io/shared-reader=enabled"); err != nil {
+		t.Fatalf("kubectl label: %v\n%s", err, out)
+	}
+	out, err = kubectl("admin", "wait", "--for=condition=Ready", "clusterassumedrole/shared-reader", "--timeout=90s")
+	if err != nil {
+		t.Fatalf("kubectl wait clusterassumedrole: %v\n%s", err, out)
+	}
+	if out, err = kubectl("admin", "get", "clusterassumedroles"); err != nil || !strings.Contains(out, "shared-reader") {
+		t.Errorf("kubectl get clusterassumedroles: %v\n%s", err, out)
+	}
+	t.Logf("kubectl get clusterassumedroles:\n%s", out)
+	if in := creds(t, "demo", "shared-reader"); !time.Now().Before(in.Expiration) {
+		t.Error("shared-reader: expired credentials")
+	}
+	pull := &corev1.Secret{}
+	if err := admin.Get(context.Background(), client.ObjectKey{Namespace: "demo", Name: "ecr-pull"}, pull); err != nil || pull.Type != corev1.SecretTypeDockerConfigJson {
+		t.Errorf("ecr-pull Secret: %v, type %q", err, pull.Type)
+	}
+	for _, name := range []string{"reader", "deployer", "unlock-bucket"} { // ecr-pull holds no AWS credentials
 		in := creds(t, "demo", name)
 		if !time.Now().Before(in.Expiration) {
 			t.Errorf("%s: expired credentials", name)
 		}
 	}
 	out, err = kubectl("admin", "get", "assumedroles", "-n", "demo")
-	if err != nil || !strings.Contains(out, "arn:aws:iam::111122223333:role/reader") || strings.Count(out, "True") != 3 {
+	if err != nil || !strings.Contains(out, "arn:aws:iam::111122223333:role/reader") || strings.Count(out, "True") != 5 {
 		t.Errorf("kubectl get assumedroles:\n%s", out)
 	}
 	t.Logf("kubectl get assumedroles:\n%s", out)

@@ -291,6 +291,7 @@ func (s *Server) assumeRole(caller *session, _ url.Values, call *Call) (any, *ap
 		account:        account,
 		sourceIdentity: sourceIdentity,
 		transitive:     transitive,
+		roleArn:        call.RoleArn,
 	}
 	s.issue(sess, call.DurationSeconds)
 	call.IssuedAccessKey = sess.accessKeyID

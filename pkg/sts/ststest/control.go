@@ -11,10 +11,12 @@ import (
 // under /_ststest/ (as cmd ststest does); STS clients never call those paths.
 //
 //	POST /_ststest/fail?code=Throttling&status=400&n=3&message=...   fail the next n calls
+//	                   (&action=GetAuthorizationToken: only calls of that action)
 //	POST /_ststest/down?on=true|false                                drop connections
 //	POST /_ststest/latency?d=2s                                      delay answers
 //	POST /_ststest/role?arn=...   (body: RoleRule JSON)              set a role's trust rule
 //	POST /_ststest/reset                                             forget calls and faults
+//	POST /_ststest/ecr-deny?arn=...&on=true|false                    refuse ECR tokens to a role's sessions
 //	GET  /_ststest/calls                                             calls as JSON
 func (s *Server) ControlHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -32,7 +34,7 @@ func (s *Server) ControlHandler() http.Handler {
 			http.Error(w, "code is required", http.StatusBadRequest)
 			return
 		}
-		s.FailNext(n, q.Get("code"), status, q.Get("message"))
+		s.FailNextAction(q.Get("action"), n, q.Get("code"), status, q.Get("message"))
 	})
 	mux.HandleFunc("POST /_ststest/down", func(w http.ResponseWriter, r *http.Request) {
 		s.SetDown(r.URL.Query().Get("on") == "true")
@@ -52,6 +54,13 @@ func (s *Server) ControlHandler() http.Handler {
 			return
 		}
 		s.SetRole(r.URL.Query().Get("arn"), rule)
+	})
+	mux.HandleFunc("POST /_ststest/ecr-deny", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("arn") == "" {
+			http.Error(w, "arn is required", http.StatusBadRequest)
+			return
+		}
+		s.SetECRDenied(r.URL.Query().Get("arn"), r.URL.Query().Get("on") == "true")
 	})
 	mux.HandleFunc("POST /_ststest/reset", func(w http.ResponseWriter, r *http.Request) {
 		s.ResetCalls()

@@ -63,6 +63,9 @@ type Options struct {
 	// MaxSkew is the largest accepted difference between X-Amz-Date and the wall clock.
 	// Default 5 minutes.
 	MaxSkew time.Duration
+	// ECRTokenLifetime is how long ECR authorization tokens last before TimeScale divides it.
+	// Default 12 hours, as ECR documents.
+	ECRTokenLifetime time.Duration
 	// GlobalHosts are hostnames treated as the global STS endpoint, where AssumeRoot is refused.
 	// Default: sts.amazonaws.com.
 	GlobalHosts []string
@@ -91,6 +94,8 @@ type Call struct {
 	TransitiveTagKeys []string
 	TargetPrincipal   string
 	TaskPolicyArn     string
+	// RegistryIDs of an ECR GetAuthorizationToken call.
+	RegistryIDs []string
 	// Code is the error code answered, "" on success.
 	Code string
 	// IssuedAccessKey is the access key id of the credentials issued, "" on failure.
@@ -104,9 +109,13 @@ type session struct {
 	sourceIdentity             string
 	transitive                 []Tag
 	root                       bool
+	// roleArn is the role of an assumed-role session.
+	roleArn string
 }
 
 type fault struct {
+	// action limits the fault to one operation; "" matches any.
+	action        string
 	code, message string
 	status        int
 }
@@ -121,6 +130,8 @@ type Server struct {
 	rules      map[string]RoleRule
 	calls      []Call
 	faults     []fault
+	ecrTokens  map[string]*ecrToken
+	ecrDeny    map[string]bool
 	latency    time.Duration
 	down       bool
 
@@ -143,7 +154,8 @@ func New(opts Options) *Server {
 	if len(opts.GlobalHosts) == 0 {
 		opts.GlobalHosts = []string{"sts.amazonaws.com"}
 	}
-	s := &Server{opts: opts, principals: map[string]Principal{}, sessions: map[string]*session{}, rules: map[string]RoleRule{}}
+	s := &Server{opts: opts, principals: map[string]Principal{}, sessions: map[string]*session{}, rules: map[string]RoleRule{},
+		ecrTokens: map[string]*ecrToken{}, ecrDeny: map[string]bool{}}
 	for _, p := range opts.Principals {
 		s.principals[p.AccessKeyID] = p
 	}
@@ -188,11 +200,41 @@ func (s *Server) ThrottleNext(n int) {
 
 // FailNext answers the next n calls with the given AWS error code, HTTP status and message.
 func (s *Server) FailNext(n int, code string, status int, message string) {
+	s.FailNextAction("", n, code, status, message)
+}
+
+// FailNextAction answers the next n calls of one action (for example GetAuthorizationToken)
+// with the given error; other actions are answered normally.
+func (s *Server) FailNextAction(action string, n int, code string, status int, message string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for range n {
-		s.faults = append(s.faults, fault{code: code, status: status, message: message})
+		s.faults = append(s.faults, fault{action: action, code: code, status: status, message: message})
 	}
+}
+
+// nextFault takes the first pending fault that applies to action.
+func (s *Server) nextFault(action string) *fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, f := range s.faults {
+		if f.action == "" || f.action == action {
+			s.faults = append(s.faults[:i:i], s.faults[i+1:]...)
+			return &f
+		}
+	}
+	return nil
+}
+
+// record keeps one answered call.
+func (s *Server) record(call Call, aerr *apiError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	call.Time = s.opts.Clock.Now()
+	if aerr != nil {
+		call.Code = aerr.code
+	}
+	s.calls = append(s.calls, call)
 }
 
 // ClearFaults drops pending injected failures.
@@ -278,16 +320,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if latency > 0 {
 		time.Sleep(latency)
 	}
+	if r.Method == http.MethodGet && r.URL.Path == "/v2/" {
+		s.serveRegistry(w, r)
+		return
+	}
 	requestID := newRequestID()
 	w.Header().Set("x-amzn-RequestId", requestID)
-	call, result, aerr := s.handle(r)
-	s.mu.Lock()
-	call.Time = s.opts.Clock.Now()
-	if aerr != nil {
-		call.Code = aerr.code
+	if isECR(r) {
+		s.serveECR(w, r)
+		return
 	}
-	s.calls = append(s.calls, call)
-	s.mu.Unlock()
+	call, result, aerr := s.handle(r)
+	s.record(call, aerr)
 	if aerr != nil {
 		writeError(w, aerr, requestID)
 		return
@@ -316,14 +360,7 @@ func (s *Server) handle(r *http.Request) (Call, any, *apiError) {
 	}
 	call.Caller, call.CallerAccessKey, call.Region = caller.arn, caller.accessKeyID, region
 
-	s.mu.Lock()
-	var injected *fault
-	if len(s.faults) > 0 {
-		f := s.faults[0]
-		s.faults = s.faults[1:]
-		injected = &f
-	}
-	s.mu.Unlock()
+	injected := s.nextFault(call.Action)
 
 	if v := form.Get("Version"); v != "2011-06-15" {
 		return call, nil, &apiError{http.StatusBadRequest, "InvalidAction", fmt.Sprintf("Could not find operation %s for version %s", call.Action, v)}
