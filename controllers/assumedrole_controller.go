@@ -194,8 +194,7 @@ func (r *AssumedRoleReconciler) loadSecret(ctx context.Context, s *scope) (bool,
 		return true, ctrl.Result{}, err
 	}
 	if secret != nil && !owned {
-		r.block(s, rkv1.ReasonSecretConflict, fmt.Sprintf("Secret %s exists and is not owned by this AssumedRole; it is left untouched. Delete it or set spec.secret.name to another name", secretName(s.ar)), true)
-		return true, ctrl.Result{RequeueAfter: time.Minute}, nil // foreign Secrets are not watched
+		return r.secretConflict(s)
 	}
 	s.secret = secret
 	if secret == nil {
@@ -212,6 +211,12 @@ func (r *AssumedRoleReconciler) loadSecret(ctx context.Context, s *scope) (bool,
 		s.creds, s.credsOK = secretdata.Credentials(secret.Data)
 	}
 	return false, ctrl.Result{}, nil
+}
+
+// secretConflict reports a target Secret this AssumedRole does not own; it is left untouched.
+func (r *AssumedRoleReconciler) secretConflict(s *scope) (bool, ctrl.Result, error) {
+	r.block(s, rkv1.ReasonSecretConflict, fmt.Sprintf("Secret %s exists and is not owned by this AssumedRole; it is left untouched. Delete it or set spec.secret.name to another name", secretName(s.ar)), true)
+	return true, ctrl.Result{RequeueAfter: time.Minute}, nil // foreign Secrets are not watched
 }
 
 // check is one named reason to issue credentials now.
@@ -310,7 +315,10 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl
 		}
 	}
 	first := s.secret == nil && s.ar.Status.LastIssuedTime == nil
-	if err := r.writeSecret(ctx, s, res); err != nil {
+	if err := r.writeSecret(ctx, s, res); errors.Is(err, errSecretTaken) {
+		s.log.Info("discarded issued credentials: the Secret is taken", "secret", secretName(s.ar))
+		return r.secretConflict(s)
+	} else if err != nil {
 		return true, ctrl.Result{}, fmt.Errorf("writing Secret %s after a successful %s: %w", secretName(s.ar), operation(s.req), err)
 	}
 	at := renewal.Time(res.IssuedAt, res.Credentials.Expiration, renewalPolicy(s.ar), string(s.ar.UID))

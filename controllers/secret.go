@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"time"
@@ -9,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -20,13 +22,15 @@ import (
 )
 
 // getSecret returns the target Secret and whether this AssumedRole controls it. Only labelled
-// Secrets are cached; when the cache has none, the API reader tells a missing Secret from a
-// foreign one, so a conflict is found before any call to AWS.
+// Secrets are cached, so a Secret missing from the cache may still exist unlabelled (someone
+// else's). That is not read past the cache on every issuance: creating the Secret fails when it
+// exists, and writeSecret then reports the conflict without touching it. Once a conflict is
+// known, the API reader is asked first, so no further call to AWS is made until it clears.
 func (r *AssumedRoleReconciler) getSecret(ctx context.Context, ar *rkv1.AssumedRole) (*corev1.Secret, bool, error) {
 	key := client.ObjectKey{Namespace: ar.Namespace, Name: secretName(ar)}
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, key, secret)
-	if apierrors.IsNotFound(err) {
+	if apierrors.IsNotFound(err) && conflictKnown(ar) {
 		err = r.APIReader.Get(ctx, key, secret)
 	}
 	switch {
@@ -36,6 +40,12 @@ func (r *AssumedRoleReconciler) getSecret(ctx context.Context, ar *rkv1.AssumedR
 		return nil, false, err
 	}
 	return secret, metav1.IsControlledBy(secret, ar), nil
+}
+
+// conflictKnown reports whether the last reconcile found the Secret taken by someone else.
+func conflictKnown(ar *rkv1.AssumedRole) bool {
+	c := meta.FindStatusCondition(ar.Status.Conditions, rkv1.ConditionReady)
+	return c != nil && c.Reason == rkv1.ReasonSecretConflict
 }
 
 // desiredSecret is the Secret for the given credentials under the current spec.
@@ -99,7 +109,7 @@ func (r *AssumedRoleReconciler) writeSecret(ctx context.Context, s *scope, res *
 				return err
 			}
 			if !metav1.IsControlledBy(current, s.ar) {
-				return apierrors.NewConflict(corev1.Resource("secrets"), desired.Name, errForeignSecret)
+				return errSecretTaken
 			}
 		}
 		if current.Type != desired.Type {
@@ -127,7 +137,8 @@ func (r *AssumedRoleReconciler) writeSecret(ctx context.Context, s *scope, res *
 
 var errTypeChanged = apierrors.NewBadRequest("the Secret was deleted to change its type; creating it again")
 
-var errForeignSecret = apierrors.NewBadRequest("a Secret of this name appeared that this AssumedRole does not own")
+// errSecretTaken: the Secret exists and this AssumedRole does not own it.
+var errSecretTaken = errors.New("the Secret exists and is not owned by this AssumedRole")
 
 // repairSecret rewrites what the Secret should hold for its current credentials under the current
 // spec (derived files, labels, annotations, keys someone edited or removed), without calling AWS.

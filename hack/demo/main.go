@@ -128,7 +128,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	say("applying an allow-all AssumedRolePolicy for namespace %s and config/samples", demoNamespace)
-	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: demoNamespace}}); err != nil {
+	// Labelled so that the ClusterAssumedRole sample fans out to it.
+	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: demoNamespace, Labels: map[string]string{"rolekeeper.io/shared-reader": "enabled"}}}); err != nil {
 		return err
 	}
 	if err := admin.Create(ctx, &rkv1.AssumedRolePolicy{
@@ -163,6 +164,16 @@ func Run(ctx context.Context, opts Options) error {
 		if report := strings.Join(states, " "); report != lastReport {
 			say("waiting for Ready: %s", report)
 			lastReport = report
+		}
+		// ClusterAssumedRoles are Ready once their AssumedRoles exist and are Ready.
+		var cars rkv1.ClusterAssumedRoleList
+		if admin.List(ctx, &cars) != nil {
+			return false
+		}
+		for i := range cars.Items {
+			if !meta.IsStatusConditionTrue(cars.Items[i].Status.Conditions, rkv1.ConditionReady) {
+				return false
+			}
 		}
 		return len(list.Items) > 0 && ready == len(list.Items)
 	}); err != nil {
@@ -242,11 +253,13 @@ func startOperator(ctx context.Context, cp *cluster.ControlPlane, endpoint strin
 		return nil, err
 	}
 	stsClient := sts.New(aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(operatorKey.AccessKeyID, operatorKey.SecretAccessKey, "")},
-		sts.Options{Region: "us-east-1", Endpoint: endpoint, Observe: controllers.ObserveSTS})
-	r := &controllers.AssumedRoleReconciler{Client: mgr.GetClient(), STS: stsClient, Options: controllers.Options{
-		Region: "us-east-1", RequireAccessPolicy: true, SessionTags: true, ClusterName: "demo", MaxConcurrentReconciles: 4,
-	}}
+		sts.Options{Region: "us-east-1", Endpoint: endpoint, ECREndpoint: endpoint, Observe: controllers.ObserveSTS})
+	opts := controllers.Options{Region: "us-east-1", RequireAccessPolicy: true, SessionTags: true, ClusterName: "demo", MaxConcurrentReconciles: 4}
+	r := &controllers.AssumedRoleReconciler{Client: mgr.GetClient(), STS: stsClient, Options: opts}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		return nil, err
+	}
+	if err := (&controllers.ClusterAssumedRoleReconciler{Client: mgr.GetClient(), Options: opts}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	done := make(chan error, 1)

@@ -19,7 +19,8 @@ func TestDemo(t *testing.T) {
 	}
 	got := out.String()
 	for _, want := range []string{
-		"all 3 AssumedRoles are Ready",
+		"all 5 AssumedRoles are Ready", // 3 samples, the image-pull sample, and one from the ClusterAssumedRole sample
+		".dockerconfigjson",
 		"arn:aws:iam::111122223333:role/reader",
 		"AssumeRoot 444455556666",
 		"AWS_SECRET_ACCESS_KEY      (40 bytes, redacted)",
