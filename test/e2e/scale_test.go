@@ -41,14 +41,14 @@ var scaleFlags = []string{"--max-concurrent-reconciles=8", "--sts-qps=500", "--s
 
 // scaleResult is one N's measurements.
 type scaleResult struct {
-	N                                    int
-	ReadyAfter, Floor                    time.Duration
-	STSCalls                             int
-	Writes                               map[string]int
-	RestartCalls, RestartWrites          int
-	RestartIdle                          time.Duration
+	N                           int
+	ReadyAfter, Floor           time.Duration
+	STSCalls                    int
+	Writes                      map[string]int
+	RestartCalls, RestartWrites int
+	RestartIdle                 time.Duration
 	// Startup is from launching the operator to its workers starting (not in ReadyAfter).
-	Startup time.Duration
+	Startup                              time.Duration
 	BaselineRSS, BaselineHeap, RSS, Heap float64
 	SpreadPeak, SpreadSeconds            int
 }
