@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -50,6 +52,9 @@ type AssumedRoleReconciler struct {
 	Clock     clock.PassiveClock
 	Recorder  events.EventRecorder
 	Options   Options
+
+	budgetOnce  sync.Once
+	issueEvents *rate.Limiter
 }
 
 // scope is what one reconcile knows about one AssumedRole.
@@ -334,8 +339,10 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl
 		packedSize: res.PackedPolicySize, reason: reason,
 	})
 	// A routine renewal is not news (status and metrics show it); an event for each would add a
-	// write per issuance across every AssumedRole, every hour.
-	if routine := s.dueReason == rkv1.ReasonRenewalDue && s.before.Status.FailedAttempts == 0; !routine {
+	// write per issuance across every AssumedRole, every hour. Other issuances are announced
+	// within a budget shared by all AssumedRoles, so that thousands applied at once do not double
+	// the writes they cost; status records every issuance.
+	if routine := s.dueReason == rkv1.ReasonRenewalDue && s.before.Status.FailedAttempts == 0; !routine && r.issueEventBudget().Allow() {
 		r.event(s.ar, corev1.EventTypeNormal, reason, "Issue", "%s: credentials in Secret %s valid until %s (%s)", operation(s.req), secretName(s.ar), rfc3339(res.Credentials.Expiration), s.dueReason)
 	}
 	s.log.Info("issued credentials", "reason", s.dueReason, "secret", secretName(s.ar), "expiration", rfc3339(res.Credentials.Expiration), "renewal", rfc3339(at))
@@ -447,6 +454,18 @@ func (r *AssumedRoleReconciler) block(s *scope, reason, message string, stalled 
 	if prev == nil || prev.Reason != reason || prev.Message != message {
 		r.event(s.ar, corev1.EventTypeWarning, reason, "Check", "%s", message)
 	}
+}
+
+// Issued and Renewed events are budgeted: IssueEventsPerSecond, with bursts of IssueEventBurst.
+// Warnings (failures, refusals, conflicts) are never held back.
+const (
+	IssueEventsPerSecond = 5
+	IssueEventBurst      = 20
+)
+
+func (r *AssumedRoleReconciler) issueEventBudget() *rate.Limiter {
+	r.budgetOnce.Do(func() { r.issueEvents = rate.NewLimiter(IssueEventsPerSecond, IssueEventBurst) })
+	return r.issueEvents
 }
 
 func (r *AssumedRoleReconciler) event(ar *rkv1.AssumedRole, typ, reason, action, note string, args ...any) {

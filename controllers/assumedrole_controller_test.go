@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -9,8 +10,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/controllers"
 	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
@@ -191,4 +194,39 @@ func TestRotationBeforeExpiry(t *testing.T) {
 	if issued, renewed := h.eventCount(rkv1.ReasonIssued), h.eventCount(rkv1.ReasonRenewed); issued != 1 || renewed != 0 {
 		t.Errorf("%d Issued and %d Renewed events over routine rotations, want 1 and 0", issued, renewed)
 	}
+}
+
+// Many AssumedRoles applied at once are all issued, but announced within the event budget:
+// status records each issuance, events do not double the writes.
+func TestIssueEventsAreBudgeted(t *testing.T) {
+	t.Parallel()
+	const n = 60
+	h := newHarness(t, ststest.Options{})
+	h.opts.MaxConcurrentReconciles = 8
+	h.start()
+	start := time.Now()
+	for i := range n {
+		h.assumedRole(fmt.Sprintf("bulk-%02d", i), nil)
+	}
+	h.eventually(60*time.Second, "all Ready", func() bool {
+		var list rkv1.AssumedRoleList
+		if err := k8s.List(context.Background(), &list, client.InNamespace(h.ns)); err != nil {
+			t.Fatal(err)
+		}
+		ready := 0
+		for i := range list.Items {
+			if c := condition(&list.Items[i], rkv1.ConditionReady); c != nil && c.Status == metav1.ConditionTrue && c.Reason == rkv1.ReasonIssued {
+				ready++
+			}
+		}
+		return ready == n
+	})
+	elapsed := time.Since(start)
+	h.eventually(10*time.Second, "the burst of Issued events", func() bool { return h.eventCount(rkv1.ReasonIssued) >= controllers.IssueEventBurst })
+	time.Sleep(time.Second) // events are sent asynchronously
+	allowed := controllers.IssueEventBurst + int(controllers.IssueEventsPerSecond*(elapsed.Seconds()+1))
+	if got := h.eventCount(rkv1.ReasonIssued); got > min(allowed, n) {
+		t.Errorf("%d Issued events for %d issuances in %v; the budget allows %d", got, n, elapsed, allowed)
+	}
+	t.Logf("%d issuances in %v, %d Issued events", n, elapsed, h.eventCount(rkv1.ReasonIssued))
 }
