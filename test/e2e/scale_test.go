@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -35,6 +36,7 @@ const (
 	scaleWorkers = 8
 	noiseSecrets = 10000
 	noiseSize    = 10 << 10
+	floorRuns    = 3
 )
 
 var scaleFlags = []string{"--max-concurrent-reconciles=8", "--sts-qps=500", "--sts-burst=500"}
@@ -201,7 +203,29 @@ func measure(t *testing.T, url, noise string, n int) scaleResult {
 	}
 	wctx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
-	if _, err := watcher.GetInformer(wctx, &rkv1.AssumedRole{}); err != nil {
+	inf, err := watcher.GetInformer(wctx, &rkv1.AssumedRole{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The moment the last AssumedRole turns Ready is taken from the watch, not by polling.
+	var mu sync.Mutex
+	ready := map[string]bool{}
+	allReady := make(chan time.Time, 1)
+	onChange := func(obj any) {
+		ar, ok := obj.(*rkv1.AssumedRole)
+		if !ok || !meta.IsStatusConditionTrue(ar.Status.Conditions, rkv1.ConditionReady) {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !ready[ar.Name] {
+			ready[ar.Name] = true
+			if len(ready) == n {
+				allReady <- time.Now()
+			}
+		}
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: onChange, UpdateFunc: func(_, o any) { onChange(o) }}); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = watcher.Start(wctx) }()
@@ -211,20 +235,16 @@ func measure(t *testing.T, url, noise string, n int) scaleResult {
 	op = operator(t, replicaA, url, args...)
 	start := workersStarted(t, op)
 	r.Startup = start.Sub(launched)
+	select {
+	case done := <-allReady:
+		r.ReadyAfter = done.Sub(start)
+	case <-time.After(30 * time.Minute):
+		t.Fatalf("%d AssumedRoles not Ready after 30 minutes", n)
+	}
 	var list rkv1.AssumedRoleList
-	eventually(t, 30*time.Minute, fmt.Sprintf("%d AssumedRoles Ready", n), func() bool {
-		if err := watcher.List(wctx, &list, client.InNamespace(ns)); err != nil {
-			return false
-		}
-		ready := 0
-		for i := range list.Items {
-			if meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, rkv1.ConditionReady) {
-				ready++
-			}
-		}
-		return ready == n
-	})
-	r.ReadyAfter = time.Since(start)
+	if err := watcher.List(wctx, &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
 	waitIdle(t, metricsURL, 0)
 	r.RSS, r.Heap = memory(t, op, metricsURL)
 	r.STSCalls = stsCallsIn(t, url, ns)
@@ -255,14 +275,19 @@ func measure(t *testing.T, url, noise string, n int) scaleResult {
 	r.RestartWrites = operatorWrites(t, ns)["total"] - writes
 	op.Stop()
 
-	r.Floor = floor(t, n)
+	// The floor's time varies from run to run on a shared machine; the best of three is the
+	// floor (the ratio errs against the operator).
+	r.Floor = floor(t, n, 1)
+	for rep := 2; rep <= floorRuns; rep++ {
+		r.Floor = min(r.Floor, floor(t, n, rep))
+	}
 	return r
 }
 
 // floor does the API writes the operator must do for N issuances with a plain client at the same
 // concurrency: create a Secret of the same size, and patch the status of an AssumedRole.
-func floor(t *testing.T, n int) time.Duration {
-	ns := namespace(t, fmt.Sprintf("floor-%d", n))
+func floor(t *testing.T, n, rep int) time.Duration {
+	ns := namespace(t, fmt.Sprintf("floor-%d-%d", n, rep))
 	parallel(t, n, func(i int) error {
 		return admin.Create(context.Background(), &rkv1.AssumedRole{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ar-%05d", i), Namespace: ns},
