@@ -49,3 +49,37 @@ func TestEndpointOptions(t *testing.T) {
 		})
 	}
 }
+
+// ECR calls follow the same options, with their own endpoint override.
+func TestECREndpointOptions(t *testing.T) {
+	cases := []struct {
+		name string
+		mod  func(*sts.Options)
+		want string
+	}{
+		{"regional by default", nil, "api.ecr.eu-west-1.amazonaws.com"},
+		{"the STS override does not apply", func(o *sts.Options) { o.Endpoint = "https://sts.example.com" }, "api.ecr.eu-west-1.amazonaws.com"},
+		{"explicit ECR endpoint wins", func(o *sts.Options) { o.ECREndpoint = "https://vpce-1234.api.ecr.eu-west-1.vpce.amazonaws.com" }, "vpce-1234.api.ecr.eu-west-1.vpce.amazonaws.com"},
+		{"FIPS", func(o *sts.Options) { o.UseFIPS = true }, "api.ecr-fips.eu-west-1.amazonaws.com"},
+		{"dual-stack", func(o *sts.Options) { o.UseDualStack = true }, "ecr.eu-west-1.api.aws"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var host string
+			cl := newClient(t, "", func(o *sts.Options) {
+				o.MaxAttempts = 1
+				o.HTTPClient = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+					host = r.URL.Host
+					return nil, errStop
+				})}
+				if c.mod != nil {
+					c.mod(o)
+				}
+			})
+			_, _ = cl.ECRAuthorizationToken(context.Background(), sts.ECRRequest{Region: "eu-west-1"}, sts.Credentials{AccessKeyID: "ASIAEXAMPLE", SecretAccessKey: "s", SessionToken: "t"})
+			if host != c.want {
+				t.Errorf("called %q, want %q", host, c.want)
+			}
+		})
+	}
+}
