@@ -101,13 +101,29 @@ func New(cfg aws.Config, opts Options) *Client {
 	if opts.HTTPClient != nil {
 		cfg.HTTPClient = opts.HTTPClient
 	}
-	return &Client{
-		base:     cfg,
+	c := &Client{
 		opts:     opts,
 		limiter:  rate.NewLimiter(rate.Limit(opts.QPS), opts.Burst),
 		regional: map[string]*awssts.Client{},
 		ecr:      map[string]*ecr.Client{},
 	}
+	// Every service client (STS, ECR) shares the retry policy and the rate limit.
+	cfg.Retryer = c.retryer
+	cfg.APIOptions = append(append([]func(*middleware.Stack) error(nil), cfg.APIOptions...), c.rateLimit)
+	c.base = cfg
+	return c
+}
+
+// endpointVariants are the FIPS and dual-stack settings every service client uses.
+func (c *Client) endpointVariants() (aws.FIPSEndpointState, aws.DualStackEndpointState) {
+	fips, dual := aws.FIPSEndpointStateUnset, aws.DualStackEndpointStateUnset
+	if c.opts.UseFIPS {
+		fips = aws.FIPSEndpointStateEnabled
+	}
+	if c.opts.UseDualStack {
+		dual = aws.DualStackEndpointStateEnabled
+	}
+	return fips, dual
 }
 
 // Region returns the client's default region.
@@ -124,14 +140,7 @@ func (c *Client) forRegion(region string) *awssts.Client {
 		if c.opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(c.opts.Endpoint)
 		}
-		if c.opts.UseFIPS {
-			o.EndpointOptions.UseFIPSEndpoint = aws.FIPSEndpointStateEnabled
-		}
-		if c.opts.UseDualStack {
-			o.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateEnabled
-		}
-		o.Retryer = c.retryer()
-		o.APIOptions = append(o.APIOptions, c.rateLimit)
+		o.EndpointOptions.UseFIPSEndpoint, o.EndpointOptions.UseDualStackEndpoint = c.endpointVariants()
 	})
 	c.regional[region] = cl
 	return cl

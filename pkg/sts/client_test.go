@@ -372,7 +372,8 @@ func TestNetworkFailuresAreRetryable(t *testing.T) {
 // give up when their context ends, without reaching STS.
 func TestRateLimiterBoundsConcurrentCalls(t *testing.T) {
 	srv := startEmulator(t, ststest.Options{})
-	c := newClient(t, srv.URL, func(o *sts.Options) { o.QPS = 0.001; o.Burst = 5; o.Timeout = 500 * time.Millisecond })
+	// A generous timeout: a call holding a token must reach STS even on a loaded machine.
+	c := newClient(t, srv.URL, func(o *sts.Options) { o.QPS = 0.001; o.Burst = 5; o.Timeout = 2 * time.Second })
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	limited := 0

@@ -71,14 +71,7 @@ func (c *Client) ecrFor(region string) *ecr.Client {
 		if c.opts.ECREndpoint != "" {
 			o.BaseEndpoint = aws.String(c.opts.ECREndpoint)
 		}
-		if c.opts.UseFIPS {
-			o.EndpointOptions.UseFIPSEndpoint = aws.FIPSEndpointStateEnabled
-		}
-		if c.opts.UseDualStack {
-			o.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateEnabled
-		}
-		o.Retryer = c.retryer()
-		o.APIOptions = append(o.APIOptions, c.rateLimit)
+		o.EndpointOptions.UseFIPSEndpoint, o.EndpointOptions.UseDualStackEndpoint = c.endpointVariants()
 	})
 	c.ecr[region] = cl
 	return cl
