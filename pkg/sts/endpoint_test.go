@@ -11,6 +11,24 @@ import (
 
 var errStop = errors.New("recorded; not sent")
 
+// hostCalled returns the host a call would reach, recorded by a transport that sends nothing.
+func hostCalled(t *testing.T, mod func(*sts.Options), call func(*sts.Client)) string {
+	t.Helper()
+	var host string
+	cl := newClient(t, "", func(o *sts.Options) {
+		o.MaxAttempts = 1
+		o.HTTPClient = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			host = r.URL.Host
+			return nil, errStop
+		})}
+		if mod != nil {
+			mod(o)
+		}
+	})
+	call(cl)
+	return host
+}
+
 // The endpoint options reach the SDK's resolver: the host each client would call, recorded by a
 // transport that sends nothing.
 func TestEndpointOptions(t *testing.T) {
@@ -29,20 +47,11 @@ func TestEndpointOptions(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var host string
-			cl := newClient(t, "", func(o *sts.Options) {
-				o.MaxAttempts = 1
-				o.HTTPClient = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
-					host = r.URL.Host
-					return nil, errStop
-				})}
-				if c.mod != nil {
-					c.mod(o)
-				}
+			host := hostCalled(t, c.mod, func(cl *sts.Client) {
+				req := fullRequest()
+				req.Region = c.req
+				_, _ = cl.AssumeRole(context.Background(), req, nil)
 			})
-			req := fullRequest()
-			req.Region = c.req
-			_, _ = cl.AssumeRole(context.Background(), req, nil)
 			if host != c.want {
 				t.Errorf("called %q, want %q", host, c.want)
 			}
@@ -65,18 +74,9 @@ func TestECREndpointOptions(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var host string
-			cl := newClient(t, "", func(o *sts.Options) {
-				o.MaxAttempts = 1
-				o.HTTPClient = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
-					host = r.URL.Host
-					return nil, errStop
-				})}
-				if c.mod != nil {
-					c.mod(o)
-				}
+			host := hostCalled(t, c.mod, func(cl *sts.Client) {
+				_, _ = cl.ECRAuthorizationToken(context.Background(), sts.ECRRequest{Region: "eu-west-1"}, sts.Credentials{AccessKeyID: "ASIAEXAMPLE", SecretAccessKey: "s", SessionToken: "t"})
 			})
-			_, _ = cl.ECRAuthorizationToken(context.Background(), sts.ECRRequest{Region: "eu-west-1"}, sts.Credentials{AccessKeyID: "ASIAEXAMPLE", SecretAccessKey: "s", SessionToken: "t"})
 			if host != c.want {
 				t.Errorf("called %q, want %q", host, c.want)
 			}
