@@ -130,19 +130,28 @@ func (c *Client) endpointVariants() (aws.FIPSEndpointState, aws.DualStackEndpoin
 func (c *Client) Region() string { return c.opts.Region }
 
 func (c *Client) forRegion(region string) *awssts.Client {
+	return regionalClient(c, c.regional, region, func() *awssts.Client {
+		return awssts.NewFromConfig(c.base, func(o *awssts.Options) {
+			o.Region = region
+			if c.opts.Endpoint != "" {
+				o.BaseEndpoint = aws.String(c.opts.Endpoint)
+			}
+			o.EndpointOptions.UseFIPSEndpoint, o.EndpointOptions.UseDualStackEndpoint = c.endpointVariants()
+		})
+	})
+}
+
+// regionalClient returns the service client of a region from cache, building it on first use.
+// Service clients are safe for concurrent use and keep their connections, so one per region
+// serves every AssumedRole.
+func regionalClient[T any](c *Client, cache map[string]T, region string, build func() T) T {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cl, ok := c.regional[region]; ok {
+	if cl, ok := cache[region]; ok {
 		return cl
 	}
-	cl := awssts.NewFromConfig(c.base, func(o *awssts.Options) {
-		o.Region = region
-		if c.opts.Endpoint != "" {
-			o.BaseEndpoint = aws.String(c.opts.Endpoint)
-		}
-		o.EndpointOptions.UseFIPSEndpoint, o.EndpointOptions.UseDualStackEndpoint = c.endpointVariants()
-	})
-	c.regional[region] = cl
+	cl := build()
+	cache[region] = cl
 	return cl
 }
 

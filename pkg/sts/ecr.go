@@ -61,20 +61,15 @@ func (l ECRLogin) GoString() string { return l.String() }
 func (l ECRLogin) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(l.String())) }
 
 func (c *Client) ecrFor(region string) *ecr.Client {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cl, ok := c.ecr[region]; ok {
-		return cl
-	}
-	cl := ecr.NewFromConfig(c.base, func(o *ecr.Options) {
-		o.Region = region
-		if c.opts.ECREndpoint != "" {
-			o.BaseEndpoint = aws.String(c.opts.ECREndpoint)
-		}
-		o.EndpointOptions.UseFIPSEndpoint, o.EndpointOptions.UseDualStackEndpoint = c.endpointVariants()
+	return regionalClient(c, c.ecr, region, func() *ecr.Client {
+		return ecr.NewFromConfig(c.base, func(o *ecr.Options) {
+			o.Region = region
+			if c.opts.ECREndpoint != "" {
+				o.BaseEndpoint = aws.String(c.opts.ECREndpoint)
+			}
+			o.EndpointOptions.UseFIPSEndpoint, o.EndpointOptions.UseDualStackEndpoint = c.endpointVariants()
+		})
 	})
-	c.ecr[region] = cl
-	return cl
 }
 
 // ECRAuthorizationToken calls ecr:GetAuthorizationToken signed by creds (the assumed session)
