@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -122,6 +123,14 @@ func TestECRPullSecret(t *testing.T) {
 	}
 	if len(seen) < 3 {
 		t.Errorf("saw %d distinct tokens in 12 s; want at least 3 (renewal every ~3 s)", len(seen))
+	}
+	// No token reaches a log, an event or the status.
+	arNow := h.get("pull")
+	visible := h.logs.String() + strings.Join(h.events(), "\n") + fmt.Sprintf("%+v", arNow.Status)
+	for pw := range seen {
+		if strings.Contains(visible, pw) || strings.Contains(visible, base64.StdEncoding.EncodeToString([]byte("AWS:"+pw))) {
+			t.Fatal("an ECR token appears in the manager log, an event or the status")
+		}
 	}
 	// Each issuance is one AssumeRole and one GetAuthorizationToken for both registries.
 	if ar, ecr := h.sts.CallCount("AssumeRole"), h.sts.CallCount("GetAuthorizationToken"); ar != ecr {
