@@ -55,6 +55,8 @@ type AssumedRoleReconciler struct {
 
 	budgetOnce  sync.Once
 	issueEvents *rate.Limiter
+	// spread counts renewals per second, so that credentials issued together renew apart.
+	spread renewal.Spread
 }
 
 // scope is what one reconcile knows about one AssumedRole.
@@ -85,9 +87,13 @@ type step func(ctx context.Context, s *scope) (done bool, res ctrl.Result, err e
 func (r *AssumedRoleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	ar := &rkv1.AssumedRole{}
 	if err := r.Get(ctx, req.NamespacedName, ar); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.spread.Forget(req.String())
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !ar.DeletionTimestamp.IsZero() {
+		r.spread.Forget(req.String())
 		return ctrl.Result{}, nil // the Secret goes with it through its owner reference
 	}
 	s := &scope{ar: ar, before: ar.DeepCopy(), now: r.Clock.Now(), log: ctrl.LoggerFrom(ctx)}
@@ -260,10 +266,15 @@ func issuedAt(secret *corev1.Secret) (time.Time, bool) {
 	return t, err == nil
 }
 
+// renewalTime is when the credentials in the Secret are due for renewal: the renewal slot
+// recorded at issue makes it the time chosen then.
 func (s *scope) renewalTime() time.Time {
-	issued, _ := issuedAt(s.secret)
-	return renewal.Time(issued, s.creds.Expiration, renewalPolicy(s.ar), string(s.ar.UID))
+	st := stampOf(s.secret)
+	return renewal.Time(st.issuedAt, s.creds.Expiration, renewalPolicy(s.ar), renewal.Seed(string(s.ar.UID), st.slot))
 }
+
+// spreadKey names an AssumedRole in the renewal spread.
+func spreadKey(ar *rkv1.AssumedRole) string { return ar.Namespace + "/" + ar.Name }
 
 // decide asks the checks; when nothing is due it repairs derived keys without calling AWS and
 // schedules the next renewal.
@@ -279,6 +290,7 @@ func (r *AssumedRoleReconciler) decide(ctx context.Context, s *scope) (bool, ctr
 	}
 	issued, _ := issuedAt(s.secret)
 	at := s.renewalTime()
+	r.spread.Observe(spreadKey(s.ar), at)
 	setIssued(s.ar, issuedFacts{secretName: s.secret.Name, issuedAt: issued, expiration: s.creds.Expiration, renewalTime: at})
 	s.ar.Status.RotateRequest = s.secret.Annotations[rkv1.AnnotationRotate]
 	return true, ctrl.Result{RequeueAfter: at.Sub(s.now)}, nil
@@ -320,13 +332,15 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl
 		}
 	}
 	first := s.secret == nil && s.ar.Status.LastIssuedTime == nil
-	if err := r.writeSecret(ctx, s, res); errors.Is(err, errSecretTaken) {
-		s.log.Info("discarded issued credentials: the Secret is taken", "secret", secretName(s.ar))
-		return r.secretConflict(s)
-	} else if err != nil {
+	slot, at := r.spread.Place(spreadKey(s.ar), res.IssuedAt, res.Credentials.Expiration, renewalPolicy(s.ar), string(s.ar.UID))
+	if err := r.writeSecret(ctx, s, res, slot); err != nil {
+		r.spread.Forget(spreadKey(s.ar)) // relearnt from the Secret on the next reconcile
+		if errors.Is(err, errSecretTaken) {
+			s.log.Info("discarded issued credentials: the Secret is taken", "secret", secretName(s.ar))
+			return r.secretConflict(s)
+		}
 		return true, ctrl.Result{}, fmt.Errorf("writing Secret %s after a successful %s: %w", secretName(s.ar), operation(s.req), err)
 	}
-	at := renewal.Time(res.IssuedAt, res.Credentials.Expiration, renewalPolicy(s.ar), string(s.ar.UID))
 	reason := rkv1.ReasonRenewed
 	if first {
 		reason = rkv1.ReasonIssued

@@ -2,7 +2,9 @@ package controllers_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/controllers"
+	"github.com/rolekeeper/rolekeeper/pkg/renewal"
 	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
@@ -98,32 +101,62 @@ func TestCreateIssuesSecretAndReady(t *testing.T) {
 	h.eventually(10*time.Second, "an Issued event", func() bool { return h.eventCount(rkv1.ReasonIssued) >= 1 })
 }
 
-// A restart with valid Secrets makes zero STS calls and zero writes.
+// AssumedRoles applied together renew in different seconds, each at the time its Secret records,
+// and a restart with valid Secrets makes zero STS calls and zero writes.
+//
+// Twelve 900 s sessions share a jitter window of 45 s: from the UID alone two of them would share
+// a second about four times in five; the renewal slots keep them apart.
 func TestRestartWithValidSecretsIsSilent(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, ststest.Options{})
+	h.opts.MaxConcurrentReconciles = 4
 	h.start()
-	for _, name := range []string{"a", "b", "c"} {
-		h.assumedRole(name, nil)
+	var names []string
+	for i := range 12 {
+		names = append(names, fmt.Sprintf("r%02d", i))
+		h.assumedRole(names[i], func(ar *rkv1.AssumedRole) { ar.Spec.AssumeRole.DurationSeconds = ptr.To[int32](900) })
 	}
-	for _, name := range []string{"a", "b", "c"} {
+	for _, name := range names {
 		h.waitCondition(name, rkv1.ConditionReady, metav1.ConditionTrue, "", 30*time.Second)
 	}
 	time.Sleep(time.Second) // let the reconciles triggered by our own writes settle
 	h.stop()
 	calls := h.sts.CallCount("")
 	versions := map[string]string{}
-	for _, name := range []string{"a", "b", "c"} {
-		versions["ar/"+name] = h.get(name).ResourceVersion
-		versions["secret/"+name] = h.secret(name).ResourceVersion
+	seconds := map[int64]string{}
+	slotted := 0
+	for _, name := range names {
+		ar, secret := h.get(name), h.secret(name)
+		versions["ar/"+name] = ar.ResourceVersion
+		versions["secret/"+name] = secret.ResourceVersion
+		issued, err1 := time.Parse(time.RFC3339, secret.Annotations[rkv1.AnnotationIssuedAt])
+		exp, err2 := time.Parse(time.RFC3339, secret.Annotations[rkv1.AnnotationExpiration])
+		slot, err3 := 0, error(nil)
+		if v, ok := secret.Annotations[rkv1.AnnotationRenewalSlot]; ok {
+			slot, err3 = strconv.Atoi(v)
+			slotted++
+		}
+		if err := errors.Join(err1, err2, err3); err != nil {
+			t.Fatalf("Secret %s annotations %v: %v", name, secret.Annotations, err)
+		}
+		want := renewal.Time(issued, exp, renewal.Policy{}, renewal.Seed(string(ar.UID), slot))
+		if ar.Status.RenewalTime == nil || !ar.Status.RenewalTime.Time.Equal(want) {
+			t.Errorf("%s: status.renewalTime %v, the Secret (slot %d) says %v", name, ar.Status.RenewalTime, slot, want)
+			continue
+		}
+		if other, taken := seconds[want.Unix()]; taken {
+			t.Errorf("%s and %s both renew at %v", name, other, want)
+		}
+		seconds[want.Unix()] = name
 	}
+	t.Logf("%d of %d Secrets record a renewal slot other than 0", slotted, len(names))
 
 	h.start()
 	time.Sleep(3 * time.Second)
 	if n := h.sts.CallCount(""); n != calls {
 		t.Errorf("restart made %d STS calls", n-calls)
 	}
-	for _, name := range []string{"a", "b", "c"} {
+	for _, name := range names {
 		if v := h.get(name).ResourceVersion; v != versions["ar/"+name] {
 			t.Errorf("AssumedRole %s was written after restart", name)
 		}

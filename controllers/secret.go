@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/pkg/renewal"
 	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
 )
@@ -48,8 +50,27 @@ func conflictKnown(ar *rkv1.AssumedRole) bool {
 	return c != nil && c.Reason == rkv1.ReasonSecretConflict
 }
 
+// stamp is what the Secret's annotations record about the credentials in it.
+type stamp struct {
+	issuedAt    time.Time
+	requestHash string
+	rotate      string // the rotate annotation the credentials answered
+	slot        int    // the renewal slot chosen at issue
+}
+
+// stampOf reads the stamp of a Secret the operator wrote. A slot that is missing or not one of
+// renewal.Choices is slot 0.
+func stampOf(secret *corev1.Secret) stamp {
+	issued, _ := issuedAt(secret)
+	st := stamp{issuedAt: issued, requestHash: secret.Annotations[rkv1.AnnotationRequestHash], rotate: secret.Annotations[rkv1.AnnotationRotate]}
+	if slot, err := strconv.Atoi(secret.Annotations[rkv1.AnnotationRenewalSlot]); err == nil && slot > 0 && slot < renewal.Choices {
+		st.slot = slot
+	}
+	return st
+}
+
 // desiredSecret is the Secret for the given credentials under the current spec.
-func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, issuedAt time.Time, requestHash, rotate string) (*corev1.Secret, error) {
+func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, st stamp) (*corev1.Secret, error) {
 	ar := s.ar
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
@@ -77,10 +98,13 @@ func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, 
 	maps.Copy(secret.Annotations, ar.Spec.Secret.Annotations)
 	secret.Labels[rkv1.LabelAssumedRole] = ar.Name
 	secret.Annotations[rkv1.AnnotationExpiration] = rfc3339(creds.Expiration)
-	secret.Annotations[rkv1.AnnotationIssuedAt] = rfc3339(issuedAt)
-	secret.Annotations[rkv1.AnnotationRequestHash] = requestHash
-	if rotate != "" {
-		secret.Annotations[rkv1.AnnotationRotate] = rotate
+	secret.Annotations[rkv1.AnnotationIssuedAt] = rfc3339(st.issuedAt)
+	secret.Annotations[rkv1.AnnotationRequestHash] = st.requestHash
+	if st.rotate != "" {
+		secret.Annotations[rkv1.AnnotationRotate] = st.rotate
+	}
+	if st.slot > 0 {
+		secret.Annotations[rkv1.AnnotationRenewalSlot] = strconv.Itoa(st.slot)
 	}
 	if err := controllerutil.SetControllerReference(ar, secret, r.Scheme()); err != nil {
 		return nil, err
@@ -91,9 +115,9 @@ func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, 
 // writeSecret writes freshly issued credentials: create, or update in place (never delete and
 // re-create). On a write conflict it re-reads the Secret and tries again, so the credentials of
 // a successful STS call are not thrown away.
-func (r *AssumedRoleReconciler) writeSecret(ctx context.Context, s *scope, res *sts.Result) error {
+func (r *AssumedRoleReconciler) writeSecret(ctx context.Context, s *scope, res *sts.Result, slot int) error {
 	creds := secretdata.Input{AccessKeyID: res.Credentials.AccessKeyID, SecretAccessKey: res.Credentials.SecretAccessKey, SessionToken: res.Credentials.SessionToken, Expiration: res.Credentials.Expiration}
-	desired, err := r.desiredSecret(s, creds, res.IssuedAt, s.req.hash, s.ar.Annotations[rkv1.AnnotationRotate])
+	desired, err := r.desiredSecret(s, creds, stamp{issuedAt: res.IssuedAt, requestHash: s.req.hash, rotate: s.ar.Annotations[rkv1.AnnotationRotate], slot: slot})
 	if err != nil {
 		return err
 	}
@@ -144,8 +168,7 @@ var errSecretTaken = errors.New("the Secret exists and is not owned by this Assu
 // spec (derived files, labels, annotations, keys someone edited or removed), without calling AWS.
 // In steady state it writes nothing.
 func (r *AssumedRoleReconciler) repairSecret(ctx context.Context, s *scope) error {
-	issued, _ := issuedAt(s.secret)
-	desired, err := r.desiredSecret(s, s.creds, issued, s.secret.Annotations[rkv1.AnnotationRequestHash], s.secret.Annotations[rkv1.AnnotationRotate])
+	desired, err := r.desiredSecret(s, s.creds, stampOf(s.secret))
 	if err != nil {
 		return err
 	}

@@ -74,6 +74,10 @@ const (
 	AnnotationIssuedAt = "rolekeeper.io/issued-at"
 	// AnnotationRequestHash on the Secret: sha256 of the normalized STS request (no secrets).
 	AnnotationRequestHash = "rolekeeper.io/request-hash"
+	// AnnotationRenewalSlot on the Secret: which of the renewal times the credentials' lifetime
+	// allows was chosen for them (0-7; absent means 0), so renewals issued together fall in
+	// different seconds and every reconcile computes the same time from the Secret.
+	AnnotationRenewalSlot = "rolekeeper.io/renewal-slot"
 	// LabelClusterAssumedRole is set on each AssumedRole a ClusterAssumedRole owns, to its name.
 	LabelClusterAssumedRole = "rolekeeper.io/cluster-assumed-role"
 	// AnnotationRotate on the AssumedRole: changing its value asks for one re-issuance.
