@@ -241,7 +241,7 @@ func measure(t *testing.T, url, noise string, n int) scaleResult {
 	r.RestartCalls = stsCallsIn(t, url, ns) - calls
 	r.RestartWrites = operatorWrites(t, ns)["total"] - writes
 	op.Stop()
-	clear(t, ns)
+	deleteRunObjects(t, ns)
 
 	// Both times vary from run to run on a shared machine: the operator and the floor each run
 	// three times, alternating, and the best of each is compared.
@@ -255,7 +255,7 @@ func measure(t *testing.T, url, noise string, n int) scaleResult {
 			again := namespace(t, fmt.Sprintf("bench-%d-%d", n, rep+1))
 			run := issueRun(t, url, again, n, flags(again))
 			run.op.Stop()
-			clear(t, again)
+			deleteRunObjects(t, again)
 			r.Runs = append(r.Runs, run.readyAfter)
 		}
 	}
@@ -355,7 +355,7 @@ func floor(t *testing.T, n, rep int) floorRun {
 		t.Fatalf("floor: the audit log shows %d status writes, want %d", got, n)
 	}
 	res := floorRun{took: audit.last.Sub(start), cpu: cpuNow(nil).since(before)}
-	clear(t, ns)
+	deleteRunObjects(t, ns)
 	t.Logf("N=%d floor in %s: %v; CPU seconds %s", n, ns, res.took, res.cpu)
 	return res
 }
@@ -365,10 +365,10 @@ type floorRun struct {
 	cpu  cpuUse
 }
 
-// clear deletes a finished run's AssumedRoles and Secrets, so that every timed run starts with
-// the same objects in the cluster (they would otherwise pile up, and each run would find the
-// API server and etcd heavier than the one before).
-func clear(t *testing.T, ns string) {
+// deleteRunObjects deletes a finished run's AssumedRoles and Secrets, so that every timed run
+// starts with the same objects in the cluster (they would otherwise pile up, and each run would
+// find the API server and etcd heavier than the one before).
+func deleteRunObjects(t *testing.T, ns string) {
 	t.Helper()
 	ctx := context.Background()
 	if err := admin.DeleteAllOf(ctx, &rkv1.AssumedRole{}, client.InNamespace(ns)); err != nil {
