@@ -68,6 +68,7 @@ type scope struct {
 
 	req    *request
 	secret *corev1.Secret // nil when it does not exist
+	stamp  stamp          // what the Secret's annotations record; zero without a Secret
 	source *sts.Credentials
 	// creds are the credentials in the Secret when it holds a complete set. For an image-pull
 	// Secret only creds.Expiration is known (from its annotation) and registries holds the logins.
@@ -211,6 +212,7 @@ func (r *AssumedRoleReconciler) loadSecret(ctx context.Context, s *scope) (bool,
 	if secret == nil {
 		return false, ctrl.Result{}, nil
 	}
+	s.stamp = stampOf(secret)
 	switch {
 	case secret.Type != secretType(s.ar):
 		// Issued for the other kind of Secret; the next issuance replaces it.
@@ -269,8 +271,7 @@ func issuedAt(secret *corev1.Secret) (time.Time, bool) {
 // renewalTime is when the credentials in the Secret are due for renewal: the renewal slot
 // recorded at issue makes it the time chosen then.
 func (s *scope) renewalTime() time.Time {
-	st := stampOf(s.secret)
-	return renewal.Time(st.issuedAt, s.creds.Expiration, renewalPolicy(s.ar), renewal.Seed(string(s.ar.UID), st.slot))
+	return renewal.Time(s.stamp.issuedAt, s.creds.Expiration, renewalPolicy(s.ar), renewal.Seed(string(s.ar.UID), s.stamp.slot))
 }
 
 // spreadKey names an AssumedRole in the renewal spread.
@@ -288,10 +289,9 @@ func (r *AssumedRoleReconciler) decide(ctx context.Context, s *scope) (bool, ctr
 	if err := r.repairSecret(ctx, s); err != nil {
 		return true, ctrl.Result{}, err
 	}
-	issued, _ := issuedAt(s.secret)
 	at := s.renewalTime()
 	r.spread.Observe(spreadKey(s.ar), at)
-	setIssued(s.ar, issuedFacts{secretName: s.secret.Name, issuedAt: issued, expiration: s.creds.Expiration, renewalTime: at})
+	setIssued(s.ar, issuedFacts{secretName: s.secret.Name, issuedAt: s.stamp.issuedAt, expiration: s.creds.Expiration, renewalTime: at})
 	s.ar.Status.RotateRequest = s.secret.Annotations[rkv1.AnnotationRotate]
 	return true, ctrl.Result{RequeueAfter: at.Sub(s.now)}, nil
 }

@@ -168,7 +168,7 @@ var errSecretTaken = errors.New("the Secret exists and is not owned by this Assu
 // spec (derived files, labels, annotations, keys someone edited or removed), without calling AWS.
 // In steady state it writes nothing.
 func (r *AssumedRoleReconciler) repairSecret(ctx context.Context, s *scope) error {
-	desired, err := r.desiredSecret(s, s.creds, stampOf(s.secret))
+	desired, err := r.desiredSecret(s, s.creds, s.stamp)
 	if err != nil {
 		return err
 	}

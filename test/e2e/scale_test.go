@@ -595,7 +595,7 @@ func cpuSeconds(pid int) float64 {
 // working for a while after a burst: garbage collection, compaction).
 func settle(t *testing.T) {
 	t.Helper()
-	busy := func() float64 { return cpuSeconds(cp.APIServer.Cmd.Process.Pid) + cpuSeconds(cp.Etcd.Cmd.Process.Pid) }
+	busy := func() float64 { return cpuNow(nil).ControlPlane }
 	start := time.Now()
 	for prev := busy(); time.Since(start) < time.Minute; {
 		time.Sleep(time.Second)
