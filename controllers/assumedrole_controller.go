@@ -21,6 +21,7 @@ import (
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/pkg/access"
+	"github.com/rolekeeper/rolekeeper/pkg/patch"
 	"github.com/rolekeeper/rolekeeper/pkg/renewal"
 	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
@@ -62,7 +63,7 @@ type AssumedRoleReconciler struct {
 // scope is what one reconcile knows about one AssumedRole.
 type scope struct {
 	ar     *rkv1.AssumedRole
-	before *rkv1.AssumedRole
+	before rkv1.AssumedRoleStatus // the status as read, to patch only what changed
 	now    time.Time
 	log    logr.Logger
 
@@ -97,7 +98,7 @@ func (r *AssumedRoleReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.spread.Forget(req.String())
 		return ctrl.Result{}, nil // the Secret goes with it through its owner reference
 	}
-	s := &scope{ar: ar, before: ar.DeepCopy(), now: r.Clock.Now(), log: ctrl.LoggerFrom(ctx)}
+	s := &scope{ar: ar, before: *ar.Status.DeepCopy(), now: r.Clock.Now(), log: ctrl.LoggerFrom(ctx)}
 	res, err := r.run(ctx, s, r.resolveRequest, r.checkTemplate, r.checkAccess, r.loadSecret, r.decide, r.resolveSource, r.issue)
 	perr := r.patchStatus(ctx, s)
 	if apierrors.IsConflict(perr) && err == nil {
@@ -128,13 +129,14 @@ func (r *AssumedRoleReconciler) run(ctx context.Context, s *scope, steps ...step
 // about the call (the credentials' metadata, or the failure that sets the backoff) is known only
 // to it.
 func (r *AssumedRoleReconciler) patchStatus(ctx context.Context, s *scope) error {
-	if equality.Semantic.DeepEqual(s.before.Status, s.ar.Status) {
+	if equality.Semantic.DeepEqual(s.before, s.ar.Status) {
 		return nil
 	}
-	if s.called {
-		return r.Status().Patch(ctx, s.ar, client.MergeFrom(s.before))
+	p := patch.Status{Before: &s.before, After: &s.ar.Status}
+	if !s.called {
+		p.ResourceVersion = s.ar.ResourceVersion
 	}
-	return r.Status().Patch(ctx, s.ar, client.MergeFromWithOptions(s.before, client.MergeFromWithOptimisticLock{}))
+	return r.Status().Patch(ctx, s.ar, p)
 }
 
 // resolveRequest builds the STS request from the spec and the operator's options.
@@ -356,7 +358,7 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl
 	// write per issuance across every AssumedRole, every hour. Other issuances are announced
 	// within a budget shared by all AssumedRoles, so that thousands applied at once do not double
 	// the writes they cost; status records every issuance.
-	if routine := s.dueReason == rkv1.ReasonRenewalDue && s.before.Status.FailedAttempts == 0; !routine && r.issueEventBudget().Allow() {
+	if routine := s.dueReason == rkv1.ReasonRenewalDue && s.before.FailedAttempts == 0; !routine && r.issueEventBudget().Allow() {
 		r.event(s.ar, corev1.EventTypeNormal, reason, "Issue", "%s: credentials in Secret %s valid until %s (%s)", operation(s.req), secretName(s.ar), rfc3339(res.Credentials.Expiration), s.dueReason)
 	}
 	s.log.Info("issued credentials", "reason", s.dueReason, "secret", secretName(s.ar), "expiration", rfc3339(res.Credentials.Expiration), "renewal", rfc3339(at))
