@@ -129,7 +129,10 @@ func (r *AssumedRoleReconciler) dependents(ctx context.Context, o client.Object)
 }
 
 // CacheOptions caches only the Secrets the operator owns (labelled rolekeeper.io/assumed-role):
-// caching every Secret in a cluster costs memory in proportion to all of them. With namespaces,
+// caching every Secret in a cluster costs memory in proportion to all of them. Cached objects
+// drop their managed fields, which the operator never reads: they are a large part of each
+// object, and would be held for every AssumedRole and Secret and copied on every read. (An
+// update of a cached object leaves them unchanged: nil means no change.) With namespaces,
 // namespaced objects are watched only there.
 func CacheOptions(namespaces []string) cache.Options {
 	owned, err := labels.NewRequirement(rkv1.LabelAssumedRole, selection.Exists, nil)
@@ -137,6 +140,7 @@ func CacheOptions(namespaces []string) cache.Options {
 		panic(err) // a constant, valid requirement
 	}
 	opts := cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: labels.NewSelector().Add(*owned)},
 		},

@@ -1,0 +1,62 @@
+package controllers_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/controllers"
+	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
+)
+
+// TestCacheHoldsOnlyWhatTheOperatorReads: the manager's cache holds AssumedRoles and the Secrets
+// labelled as the operator's, without their managed fields (which the API server keeps and
+// returns); other Secrets in the namespace are not cached.
+func TestCacheHoldsOnlyWhatTheOperatorReads(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, ststest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ar := &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: h.ns}, Spec: roleSpec("arn:aws:iam::111122223333:role/app", 900)}
+	owned := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: h.ns, Labels: map[string]string{rkv1.LabelAssumedRole: "app"}}}
+	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: h.ns}}
+	for _, o := range []client.Object{ar, owned, other} {
+		if err := k8s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		if len(o.GetManagedFields()) == 0 {
+			t.Fatalf("the API server returned %s without managed fields; the test proves nothing", o.GetName())
+		}
+	}
+	c, err := cache.New(cfg, withScheme(controllers.CacheOptions([]string{h.ns})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = c.Start(ctx) }()
+	if !c.WaitForCacheSync(ctx) {
+		t.Fatal("cache did not sync")
+	}
+	for _, o := range []client.Object{&rkv1.AssumedRole{}, &corev1.Secret{}} {
+		name := client.ObjectKey{Namespace: h.ns, Name: "app"}
+		if err := c.Get(ctx, name, o); err != nil {
+			t.Fatalf("cached %T: %v", o, err)
+		}
+		if mf := o.GetManagedFields(); len(mf) != 0 {
+			t.Errorf("cached %T holds %d managed fields entries, want none", o, len(mf))
+		}
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(other), &corev1.Secret{}); err == nil {
+		t.Errorf("an unlabelled Secret is in the cache")
+	}
+}
+
+func withScheme(o cache.Options) cache.Options {
+	o.Scheme = scheme
+	return o
+}
