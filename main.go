@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -42,6 +43,7 @@ type flags struct {
 	retryPeriod            time.Duration
 	metricsBindAddress     string
 	healthProbeBindAddress string
+	pprofBindAddress       string
 }
 
 var regionPattern = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$`)
@@ -68,6 +70,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
 	fs.DurationVar(&f.retryPeriod, "leader-election-retry-period", 2*time.Second, "How often replicas try to acquire or renew the lease.")
 	fs.StringVar(&f.metricsBindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	fs.StringVar(&f.healthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
+	fs.StringVar(&f.pprofBindAddress, "pprof-bind-address", "0", "Address of the Go profiling endpoints (/debug/pprof/); 0 (the default) disables them. It is unauthenticated: bind it to localhost, for example 127.0.0.1:8082.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -124,17 +127,32 @@ func main() {
 	}
 }
 
-func run(f *flags) error {
-	log := ctrl.Log.WithName("setup")
+// clientConfig is the API client configuration: from --kubeconfig, $KUBECONFIG or in-cluster.
+// Responses are not gzipped. The API server would compress every watch event it sends (the
+// operator's own Secret and status writes come back on its watches) and the operator would
+// inflate each one: CPU on both sides, for credentials that hardly compress, over the cluster
+// network. On a busy control plane that CPU is what limits how fast N issuances land.
+func clientConfig() (*rest.Config, error) {
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
-		return fmt.Errorf("loading kubeconfig: %w", err)
+		return nil, fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	cfg.DisableCompression = true
+	return cfg, nil
+}
+
+func run(f *flags) error {
+	log := ctrl.Log.WithName("setup")
+	cfg, err := clientConfig()
+	if err != nil {
+		return err
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  controllers.NewScheme(),
 		Cache:                   controllers.CacheOptions(f.namespaces()),
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsBindAddress},
 		HealthProbeBindAddress:  f.healthProbeBindAddress,
+		PprofBindAddress:        f.pprofBindAddress,
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        f.leaderElectionID,
 		LeaderElectionNamespace: f.leaderElectionNS,

@@ -3,6 +3,8 @@ package main
 import (
 	"flag"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -35,6 +37,44 @@ func TestFlagValidation(t *testing.T) {
 			t.Errorf("%v: got %v, want %q", c.args, err, c.want)
 		case c.want == "" && len(c.args) > 1 && strings.HasPrefix(c.args[1], "--watch-namespaces") && strings.Join(f.namespaces(), "|") != "a|b|c":
 			t.Errorf("namespaces %v", f.namespaces())
+		}
+	}
+}
+
+// TestClientConfigAsksForUncompressedResponses: the operator's API client turns gzip off, so
+// the API server does not compress each watch event for it (see clientConfig).
+func TestClientConfigAsksForUncompressedResponses(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	doc := `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`
+	if err := os.WriteFile(kubeconfig, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", kubeconfig)
+	cfg, err := clientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Host != "https://127.0.0.1:6443" || !cfg.DisableCompression {
+		t.Errorf("client config host %q, DisableCompression %v; want the kubeconfig's server, true", cfg.Host, cfg.DisableCompression)
+	}
+}
+
+// TestProfilingIsOffByDefault: the unauthenticated profiling endpoints serve only when asked.
+func TestProfilingIsOffByDefault(t *testing.T) {
+	for args, want := range map[string]string{"": "0", "--pprof-bind-address=127.0.0.1:8082": "127.0.0.1:8082"} {
+		fs := flag.NewFlagSet("rolekeeper", flag.ContinueOnError)
+		f, err := parseFlags(fs, strings.Fields(args))
+		if err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+		if f.pprofBindAddress != want {
+			t.Errorf("%q: pprof address %q, want %q", args, f.pprofBindAddress, want)
 		}
 	}
 }
