@@ -23,10 +23,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
-	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
 	"github.com/rolekeeper/rolekeeper/test/cluster"
 )
@@ -198,8 +198,10 @@ func measure(t *testing.T, url, noise string, n int) scaleResult {
 	r := scaleResult{N: n}
 	port := freePort()
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	pprofPort := freePort()
 	flags := func(ns string) []string {
-		return append([]string{"--watch-namespaces=" + ns + "," + noise, fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port)}, scaleFlags...)
+		return append([]string{"--watch-namespaces=" + ns + "," + noise, fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port),
+			fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pprofPort)}, scaleFlags...)
 	}
 	ns := namespace(t, fmt.Sprintf("bench-%d", n))
 	op := operator(t, replicaA, url, flags(ns)...)
@@ -216,6 +218,7 @@ func measure(t *testing.T, url, noise string, n int) scaleResult {
 	r.RSS, r.Heap = memory(t, op, metricsURL)
 	r.STSCalls = stsCallsIn(t, url, ns)
 	r.Writes = operatorWrites(t, ns)
+	issued := floorWrites(t, ns, &list)
 
 	// Renewal spread: renewal times of all N, in one-second buckets.
 	buckets := map[int64]int{}
@@ -246,7 +249,7 @@ func measure(t *testing.T, url, noise string, n int) scaleResult {
 	// Both times vary from run to run on a shared machine: the operator and the floor each run
 	// three times, alternating, and the best of each is compared.
 	for rep := 1; rep <= timedRuns; rep++ {
-		f := floor(t, n, rep)
+		f := floor(t, issued, rep)
 		r.Floors = append(r.Floors, f.took)
 		if rep == 1 {
 			r.FloorCPU = f.cpu
@@ -291,6 +294,7 @@ func issueRun(t *testing.T, url, ns string, n int, args []string) run {
 	op := operator(t, replicaA, url, args...)
 	start := workersStarted(t, op)
 	before := cpuNow(op)
+	done := profile(t, ns, n, op)
 	var res run
 	deadline := time.Now().Add(30 * time.Minute)
 	// The AssumedRoles are listed only once the audit log shows N status writes (listing N
@@ -306,55 +310,102 @@ func issueRun(t *testing.T, url, ns string, n int, args []string) run {
 		}
 	}
 	res.op, res.readyAfter, res.startup, res.cpu = op, audit.last.Sub(start), start.Sub(launched), cpuNow(op).since(before)
+	done()
 	t.Logf("N=%d in %s: Ready after %v; CPU seconds %s", n, ns, res.readyAfter, res.cpu)
 	return res
 }
 
+// issuance is what the operator wrote for one AssumedRole: its Secret and its status.
+type issuance struct {
+	secret *corev1.Secret
+	status []byte // the status merge patch of a first issuance: the whole status
+}
+
+// floorWrites takes the Secrets and statuses the operator wrote in ns, for the floor to write
+// the same bytes.
+func floorWrites(t *testing.T, ns string, list *rkv1.AssumedRoleList) []issuance {
+	t.Helper()
+	var secrets corev1.SecretList
+	if err := admin.List(context.Background(), &secrets, client.InNamespace(ns), client.HasLabels{rkv1.LabelAssumedRole}); err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*corev1.Secret{}
+	for i := range secrets.Items {
+		byName[secrets.Items[i].Name] = &secrets.Items[i]
+	}
+	out := make([]issuance, 0, len(list.Items))
+	for i := range list.Items {
+		ar := &list.Items[i]
+		sec := byName[secretNameOf(ar)]
+		if sec == nil {
+			t.Fatalf("AssumedRole %s: no Secret %s", ar.Name, secretNameOf(ar))
+		}
+		status, err := json.Marshal(map[string]any{"status": ar.Status})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, issuance{
+			secret: &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: sec.Name, Labels: sec.Labels, Annotations: sec.Annotations, OwnerReferences: sec.OwnerReferences},
+				Type: sec.Type, Data: sec.Data},
+			status: status,
+		})
+	}
+	return out
+}
+
+func secretNameOf(ar *rkv1.AssumedRole) string {
+	if ar.Spec.Secret.Name != "" {
+		return ar.Spec.Secret.Name
+	}
+	return ar.Name
+}
+
 // floor does the API writes the operator must do for N issuances with a plain client at the same
-// concurrency: create a Secret of the same size, and patch the status of an AssumedRole. It
-// writes as the operator's service account, so the API server authorizes, prioritizes (API
-// priority and fairness puts the admin in the exempt level) and audits its requests exactly as
-// it does the operator's.
-func floor(t *testing.T, n, rep int) floorRun {
+// concurrency, byte for byte the ones the operator made in its first run: create the Secret (same
+// data, labels, annotations and controller reference, to an AssumedRole of the floor's), and
+// merge-patch the AssumedRole's status. It writes as the operator's service account, so the API
+// server authorizes, prioritizes (API priority and fairness puts the admin in the exempt level)
+// and audits its requests exactly as it does the operator's.
+func floor(t *testing.T, writes []issuance, rep int) floorRun {
+	n := len(writes)
 	writer, err := client.New(cp.Config(cluster.OperatorToken), client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ns := namespace(t, fmt.Sprintf("floor-%d-%d", n, rep))
+	uids := make([]types.UID, n)
 	parallel(t, n, func(i int) error {
-		return admin.Create(context.Background(), &rkv1.AssumedRole{
+		ar := &rkv1.AssumedRole{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ar-%05d", i), Namespace: ns},
 			Spec:       rkv1.AssumedRoleSpec{AssumeRole: &rkv1.AssumeRoleSpec{RoleArn: fmt.Sprintf("arn:aws:iam::111122223333:role/bench-%05d", i)}},
-		})
+		}
+		err := admin.Create(context.Background(), ar)
+		uids[i] = ar.UID
+		return err
 	})
-	data := secretdata.Render(secretdata.Input{
-		AccessKeyID: "ASIA" + strings.Repeat("X", 16), SecretAccessKey: strings.Repeat("s", 40), SessionToken: strings.Repeat("t", 356),
-		Expiration: time.Now().Add(time.Hour), Region: "us-east-1",
-	})
-	now := metav1.Now()
-	annotations := map[string]string{rkv1.AnnotationExpiration: now.Add(time.Hour).UTC().Format(time.RFC3339),
-		rkv1.AnnotationIssuedAt: now.UTC().Format(time.RFC3339), rkv1.AnnotationRequestHash: strings.Repeat("0", 64)}
-	status := fmt.Sprintf(`{"status":{"observedGeneration":1,"secretName":"x","expiration":%q,"renewalTime":%q,"lastIssuedTime":%q,"conditions":[`+
-		`{"type":"Ready","status":"True","reason":"Issued","message":"credentials are valid","lastTransitionTime":%[3]q,"observedGeneration":1},`+
-		`{"type":"Issuing","status":"False","reason":"UpToDate","message":"credentials are current","lastTransitionTime":%[3]q,"observedGeneration":1},`+
-		`{"type":"Stalled","status":"False","reason":"UpToDate","message":"","lastTransitionTime":%[3]q,"observedGeneration":1}]}}`,
-		now.Add(time.Hour).UTC().Format(time.RFC3339), now.Add(40*time.Minute).UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	settle(t)
 	audit := followAudit(t, ns)
 	start := time.Now()
 	before := cpuNow(nil)
+	done := profile(t, ns, n, nil)
 	parallel(t, n, func(i int) error {
 		name := fmt.Sprintf("ar-%05d", i)
-		if err := writer.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{rkv1.LabelAssumedRole: name}, Annotations: annotations}, Data: data}); err != nil {
+		secret := writes[i].secret.DeepCopy()
+		secret.Namespace = ns
+		for j := range secret.OwnerReferences {
+			secret.OwnerReferences[j].Name, secret.OwnerReferences[j].UID = name, uids[i]
+		}
+		if err := writer.Create(context.Background(), secret); err != nil {
 			return err
 		}
 		ar := &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-		return writer.Status().Patch(context.Background(), ar, client.RawPatch(types.MergePatchType, []byte(status)))
+		return writer.Status().Patch(context.Background(), ar, client.RawPatch(types.MergePatchType, writes[i].status))
 	})
 	if got := audit.poll(t); got != n {
 		t.Fatalf("floor: the audit log shows %d status writes, want %d", got, n)
 	}
 	res := floorRun{took: audit.last.Sub(start), cpu: cpuNow(nil).since(before)}
+	done()
 	deleteRunObjects(t, ns)
 	t.Logf("N=%d floor in %s: %v; CPU seconds %s", n, ns, res.took, res.cpu)
 	return res
@@ -552,12 +603,12 @@ func report(rs []scaleResult) string {
 		return strings.Join(parts, " / ")
 	}
 	b.WriteString("### Issuing N AssumedRoles against the floor\n\n")
-	b.WriteString("| N | all Ready after (best run) | AssumedRoles/s | floor (best run) | operator/floor | operator runs (s) | floor runs (s) | CPU s, first operator run: API server + etcd / operator / STS emulator | CPU s, first floor run: API server + etcd / client |\n")
+	b.WriteString("| N | all Ready after (best run) | AssumedRoles/s | floor (best run) | operator/floor | operator runs (s) | floor runs (s) | CPU s, first operator run: API server / etcd / operator / STS emulator | CPU s, first floor run: API server / etcd / client |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %d | %.2f s | %.0f | %.2f s | %.2f× | %s | %s | %.1f / %.1f / %.1f | %.1f / %.1f |\n",
+		fmt.Fprintf(&b, "| %d | %.2f s | %.0f | %.2f s | %.2f× | %s | %s | %.1f / %.1f / %.1f / %.1f | %.1f / %.1f / %.1f |\n",
 			r.N, r.ReadyAfter.Seconds(), float64(r.N)/r.ReadyAfter.Seconds(), r.Floor.Seconds(), ratio(r), seconds(r.Runs), seconds(r.Floors),
-			r.CPU.ControlPlane, r.CPU.Operator, r.CPU.Emulator, r.FloorCPU.ControlPlane, r.FloorCPU.Client)
+			r.CPU.APIServer, r.CPU.Etcd, r.CPU.Operator, r.CPU.Emulator, r.FloorCPU.APIServer, r.FloorCPU.Etcd, r.FloorCPU.Client)
 	}
 	b.WriteString("\n### Counts, restart, memory and renewal spread (first run)\n\n")
 	b.WriteString("| N | STS calls per AssumedRole | API writes per issuance (Secret + status) | events per issuance | restart: STS calls | restart: writes | start-up (not counted) | restart: idle after | RSS idle (no ARs → N) | Go heap in use (no ARs → N) | renewal spread: busiest second |\n")
@@ -595,7 +646,7 @@ func cpuSeconds(pid int) float64 {
 // working for a while after a burst: garbage collection, compaction).
 func settle(t *testing.T) {
 	t.Helper()
-	busy := func() float64 { return cpuNow(nil).ControlPlane }
+	busy := func() float64 { return cpuNow(nil).controlPlane() }
 	start := time.Now()
 	for prev := busy(); time.Since(start) < time.Minute; {
 		time.Sleep(time.Second)
@@ -610,13 +661,16 @@ func settle(t *testing.T) {
 
 // cpuUse is CPU time in seconds, by process: the API server and etcd, the operator, the STS
 // emulator, and this test process (the floor's client).
-type cpuUse struct{ ControlPlane, Operator, Emulator, Client float64 }
+type cpuUse struct{ APIServer, Etcd, Operator, Emulator, Client float64 }
+
+func (u cpuUse) controlPlane() float64 { return u.APIServer + u.Etcd }
 
 func cpuNow(op *cluster.Process) cpuUse {
 	u := cpuUse{
-		ControlPlane: cpuSeconds(cp.APIServer.Cmd.Process.Pid) + cpuSeconds(cp.Etcd.Cmd.Process.Pid),
-		Emulator:     cpuSeconds(scaleEmulator.Cmd.Process.Pid),
-		Client:       cpuSeconds(os.Getpid()),
+		APIServer: cpuSeconds(cp.APIServer.Cmd.Process.Pid),
+		Etcd:      cpuSeconds(cp.Etcd.Cmd.Process.Pid),
+		Emulator:  cpuSeconds(scaleEmulator.Cmd.Process.Pid),
+		Client:    cpuSeconds(os.Getpid()),
 	}
 	if op != nil {
 		u.Operator = cpuSeconds(op.Cmd.Process.Pid)
@@ -625,12 +679,58 @@ func cpuNow(op *cluster.Process) cpuUse {
 }
 
 func (u cpuUse) since(before cpuUse) cpuUse {
-	return cpuUse{u.ControlPlane - before.ControlPlane, u.Operator - before.Operator, u.Emulator - before.Emulator, u.Client - before.Client}
+	return cpuUse{u.APIServer - before.APIServer, u.Etcd - before.Etcd, u.Operator - before.Operator, u.Emulator - before.Emulator, u.Client - before.Client}
 }
 
 func (u cpuUse) String() string {
-	return fmt.Sprintf("API server+etcd %.2f, operator %.2f, emulator %.2f, test process %.2f", u.ControlPlane, u.Operator, u.Emulator, u.Client)
+	return fmt.Sprintf("API server %.2f, etcd %.2f, operator %.2f, emulator %.2f, test process %.2f", u.APIServer, u.Etcd, u.Operator, u.Emulator, u.Client)
 }
 
 // scaleEmulator is the STS emulator TestScale runs, for its CPU time.
 var scaleEmulator *cluster.Process
+
+// profile, when ROLEKEEPER_SCALE_PROFILE names a directory, records CPU profiles of the API
+// server and (for an operator run) of the operator over about the time N issuances take, as
+// <dir>/<namespace>-{apiserver,operator}.pprof, to see where a run's time goes. It returns a
+// function that waits for them. The operator serves its profile on its --pprof-bind-address.
+func profile(t *testing.T, ns string, n int, op *cluster.Process) (wait func()) {
+	dir := os.Getenv("ROLEKEEPER_SCALE_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	seconds := max(1, n/200)
+	httpClient, err := rest.HTTPClientFor(cp.Config(cluster.AdminToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := map[string]string{"apiserver": cp.URL}
+	if op != nil {
+		for _, arg := range op.Cmd.Args {
+			if addr, ok := strings.CutPrefix(arg, "--pprof-bind-address="); ok {
+				targets["operator"] = "http://" + addr
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for name, base := range targets {
+		wg.Go(func() {
+			resp, err := httpClient.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, seconds))
+			if err != nil {
+				t.Errorf("profiling %s: %v", name, err)
+				return
+			}
+			defer func() { _ = resp.Body.Close() }()
+			body, err := io.ReadAll(resp.Body)
+			if err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("%s: %s", resp.Status, body)
+			}
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, ns+"-"+name+".pprof"), body, 0o644)
+			}
+			if err != nil {
+				t.Errorf("profiling %s: %v", name, err)
+			}
+		})
+	}
+	return wg.Wait
+}
