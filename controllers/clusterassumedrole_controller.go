@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/pkg/patch"
 )
 
 // +kubebuilder:rbac:groups=rolekeeper.io,resources=clusterassumedroles,verbs=get;list;watch
@@ -51,10 +52,11 @@ func (r *ClusterAssumedRoleReconciler) Reconcile(ctx context.Context, req ctrl.R
 	if !car.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // its AssumedRoles go with it through their owner references
 	}
-	before := car.DeepCopy()
+	before := *car.Status.DeepCopy()
 	err := r.sync(ctx, car)
-	if !equality.Semantic.DeepEqual(before.Status, car.Status) {
-		if perr := r.Status().Patch(ctx, car, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); perr != nil && err == nil {
+	if !equality.Semantic.DeepEqual(before, car.Status) {
+		p := patch.Status{Before: &before, After: &car.Status, ResourceVersion: car.ResourceVersion}
+		if perr := r.Status().Patch(ctx, car, p); perr != nil && err == nil {
 			err = perr
 		}
 	}
