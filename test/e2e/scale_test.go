@@ -336,9 +336,9 @@ func floorWrites(t *testing.T, ns string, list *rkv1.AssumedRoleList) []issuance
 	out := make([]issuance, 0, len(list.Items))
 	for i := range list.Items {
 		ar := &list.Items[i]
-		sec := byName[secretNameOf(ar)]
+		sec := byName[ar.Status.SecretName]
 		if sec == nil {
-			t.Fatalf("AssumedRole %s: no Secret %s", ar.Name, secretNameOf(ar))
+			t.Fatalf("AssumedRole %s: no Secret %q", ar.Name, ar.Status.SecretName)
 		}
 		status, err := json.Marshal(map[string]any{"status": ar.Status})
 		if err != nil {
@@ -351,13 +351,6 @@ func floorWrites(t *testing.T, ns string, list *rkv1.AssumedRoleList) []issuance
 		})
 	}
 	return out
-}
-
-func secretNameOf(ar *rkv1.AssumedRole) string {
-	if ar.Spec.Secret.Name != "" {
-		return ar.Spec.Secret.Name
-	}
-	return ar.Name
 }
 
 // floor does the API writes the operator must do for N issuances with a plain client at the same
