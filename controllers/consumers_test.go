@@ -252,7 +252,10 @@ func TestCredentialProcessConsumerAcrossRotations(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
 	t.Setenv("AWS_SESSION_TOKEN", "")
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	cfg, err := config.LoadDefaultConfig(ctx)
+	// With an expiry window, as README advises for aws-sdk-go-v2: without one the SDK keeps the
+	// credentials to their last instant, and a call signed then may arrive after it (1 call in
+	// about 400 failed so under load). The credentials here live 10 s and rotate at 6 s.
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithCredentialsCacheOptions(func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = time.Second }))
 	if err != nil {
 		t.Fatal(err)
 	}
