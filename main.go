@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -46,8 +45,6 @@ type flags struct {
 	pprofBindAddress       string
 }
 
-var regionPattern = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$`)
-
 func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
 	f := &flags{}
 	fs.StringVar(&f.region, "region", os.Getenv("AWS_REGION"), "Default AWS region for AssumedRoles that set none (default: $AWS_REGION). AssumeRoot needs a region.")
@@ -79,7 +76,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
 
 func (f *flags) validate() error {
 	var errs []error
-	if f.region != "" && !regionPattern.MatchString(f.region) {
+	if f.region != "" && !sts.ValidRegion(f.region) {
 		errs = append(errs, fmt.Errorf("--region %q is not an AWS region code such as us-east-1", f.region))
 	}
 	if f.stsQPS <= 0 {
@@ -176,9 +173,18 @@ func run(f *flags) error {
 		QPS:          f.stsQPS,
 		Burst:        f.stsBurst,
 		Observe:      controllers.ObserveSTS,
+		OnIdentity: func(id sts.Identity) {
+			log.Info("operator AWS identity", "arn", id.Arn, "kind", id.Kind(), "roleChaining", id.RoleSession())
+		},
 	})
 	if err != nil {
 		return err
+	}
+	// Learn who the operator is (one GetCallerIdentity): as a role session (IRSA, EKS Pod
+	// Identity, an instance profile) every session it assumes is capped at one hour. Not knowing
+	// yet stops nothing; the identity is asked again when it is needed.
+	if _, err := stsClient.OwnIdentity(ctx); err != nil {
+		log.Error(err, "could not learn the operator's own AWS identity (GetCallerIdentity); will ask again when needed")
 	}
 	opts := controllers.Options{
 		Region:                  f.region,

@@ -56,3 +56,29 @@ func (p Status) Data(client.Object) ([]byte, error) {
 	out = append(out, diff...)
 	return append(out, '}'), nil
 }
+
+// WholeStatus replaces an object's status with Status, whatever the API server holds: a JSON
+// patch (RFC 6902) that adds /status, which replaces the member when it exists. It is for a
+// writer that knows the whole status and may hold a stale copy of it, so a difference computed
+// against that copy could leave fields of a write it has not seen. It carries no
+// resourceVersion and applies to the current object.
+type WholeStatus struct {
+	Status any // the status struct (or a pointer to it)
+}
+
+var _ client.Patch = WholeStatus{}
+
+// Type is a JSON patch.
+func (WholeStatus) Type() types.PatchType { return types.JSONPatchType }
+
+// Data is [{"op":"add","path":"/status","value":<status>}].
+func (p WholeStatus) Data(client.Object) ([]byte, error) {
+	value, err := json.Marshal(p.Status)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	out := make([]byte, 0, len(value)+40)
+	out = append(out, `[{"op":"add","path":"/status","value":`...)
+	out = append(out, value...)
+	return append(out, "}]"...), nil
+}

@@ -190,3 +190,53 @@ func BenchmarkStatusPatch(b *testing.B) {
 		})
 	}
 }
+
+// WholeStatus leaves exactly the status it carries, whatever status the object held: fields
+// the writer never saw are gone, and an object without a status gets one.
+func TestWholeStatusReplacesTheStatus(t *testing.T) {
+	after := rkv1.AssumedRoleStatus{SecretName: "reader", ObservedGeneration: 3, Expiration: at(time.Hour)}
+	for name, held := range map[string]*rkv1.AssumedRoleStatus{
+		"a status with fields the writer never saw": {SecretName: "reader", FailedAttempts: 4, LastFailure: &rkv1.IssueFailure{Code: "Throttling"}},
+		"no status yet": nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			obj := object()
+			obj.Status = rkv1.AssumedRoleStatus{}
+			if held != nil {
+				obj.Status = *held
+			}
+			doc, err := json.Marshal(obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if held == nil {
+				var m map[string]any
+				_ = json.Unmarshal(doc, &m)
+				delete(m, "status")
+				doc, _ = json.Marshal(m)
+			}
+			data, err := WholeStatus{Status: &after}.Data(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := jsonpatch.DecodePatch(data)
+			if err != nil {
+				t.Fatalf("not a JSON patch: %v", err)
+			}
+			out, err := p.Apply(doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got rkv1.AssumedRole
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatal(err)
+			}
+			if !equality.Semantic.DeepEqual(got.Status, after) {
+				t.Errorf("status %+v, want %+v", got.Status, after)
+			}
+			if got.Spec.AssumeRole == nil || got.Name != obj.Name {
+				t.Error("the patch touched more than the status")
+			}
+		})
+	}
+}

@@ -53,8 +53,7 @@ func Time(issued, expiration time.Time, p Policy, seed string) time.Time {
 		at = expiration.Add(-lifetime * time.Duration(p.RenewBeforePercentage) / 100)
 	}
 	at = at.Add(-time.Duration(float64(lifetime) * MaxJitterFraction * fraction(seed)))
-	margin := min(ExpiryMargin, lifetime/4)
-	if latest := expiration.Add(-margin); at.After(latest) {
+	if latest := LastUsable(issued, expiration); at.After(latest) {
 		at = latest
 	}
 	if at.Before(issued) {
@@ -95,4 +94,11 @@ func fraction(seed string) float64 {
 	x *= 0x94d049bb133111eb
 	x ^= x >> 31
 	return float64(x>>11) / float64(1<<53)
+}
+
+// LastUsable is the last moment credentials issued at issued and expiring at expiration are used
+// to sign: the latest renewal time, ExpiryMargin before expiry (a quarter of the lifetime when
+// that is shorter). A call signed later could reach AWS after they expired.
+func LastUsable(issued, expiration time.Time) time.Time {
+	return expiration.Add(-min(ExpiryMargin, expiration.Sub(issued)/4))
 }

@@ -2,8 +2,12 @@ package sts
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -11,12 +15,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/ecr"
 	awssts "github.com/aws/aws-sdk-go-v2/service/sts"
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go/middleware"
 	"golang.org/x/time/rate"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/lru"
 )
 
 // Options configure a Client. Zero values take the documented defaults.
@@ -47,7 +51,14 @@ type Options struct {
 	// Observe, when set, is told of every call: the operation, its outcome ("OK" or the error
 	// code) and how long it took.
 	Observe func(operation, code string, took time.Duration)
+	// OnIdentity, when set, is told each time the client learns who its own credentials are: at
+	// the first OwnIdentity and after the credentials changed.
+	OnIdentity func(Identity)
 }
+
+// maxRegionalClients bounds the service clients kept per service. Regions come from
+// AssumedRoles, so a tenant could name many; the least recently used are dropped.
+const maxRegionalClients = 32
 
 // Client calls STS through aws-sdk-go-v2. It is safe for concurrent use.
 type Client struct {
@@ -55,9 +66,14 @@ type Client struct {
 	opts    Options
 	limiter *rate.Limiter
 
-	mu       sync.Mutex
-	regional map[string]*awssts.Client
-	ecr      map[string]*ecr.Client
+	regional *lru.Cache // region → *awssts.Client
+	ecr      *lru.Cache // region → *ecr.Client
+
+	// id is the identity of the client's own credentials, learnt for the access key idKey.
+	idMu   sync.Mutex
+	id     Identity
+	idKey  string
+	idSeen atomic.Pointer[string] // the access key id the credentials last had
 }
 
 // Identity is what GetCallerIdentity returns.
@@ -65,10 +81,41 @@ type Identity struct {
 	Account, Arn, UserID string
 }
 
+// RoleSession reports whether the identity is an assumed-role session: IRSA, EKS Pod Identity,
+// an instance profile or any other role. AWS treats every AssumeRole signed by one as role
+// chaining and caps the session it grants at one hour.
+func (i Identity) RoleSession() bool { return strings.Contains(i.Arn, ":assumed-role/") }
+
+// Kind names the identity: "role-session", "iam-user", "root", "federated-user" or "unknown".
+func (i Identity) Kind() string {
+	switch {
+	case i.RoleSession():
+		return "role-session"
+	case strings.Contains(i.Arn, ":user/"):
+		return "iam-user"
+	case strings.HasSuffix(i.Arn, ":root"):
+		return "root"
+	case strings.Contains(i.Arn, ":federated-user/"):
+		return "federated-user"
+	}
+	return "unknown"
+}
+
+// OwnExpiryWindow is how long before their expiry the operator's own credentials are refreshed:
+// a call is never signed with credentials in their last minute, which could expire on the way
+// to AWS (ExpiredToken).
+const OwnExpiryWindow = time.Minute
+
 // LoadDefault builds a Client on the SDK's default credential chain: environment, shared config
-// and credentials files, IRSA web identity, EKS Pod Identity, then instance metadata.
-func LoadDefault(ctx context.Context, opts Options) (*Client, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(opts.Region))
+// and credentials files, IRSA web identity, EKS Pod Identity, then instance metadata. The
+// credentials are cached by the SDK and refreshed OwnExpiryWindow before they expire. extra are
+// further load options (tests).
+func LoadDefault(ctx context.Context, opts Options, extra ...func(*config.LoadOptions) error) (*Client, error) {
+	load := append([]func(*config.LoadOptions) error{
+		config.WithRegion(opts.Region),
+		config.WithCredentialsCacheOptions(func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = OwnExpiryWindow }),
+	}, extra...)
+	cfg, err := config.LoadDefaultConfig(ctx, load...)
 	if err != nil {
 		return nil, fmt.Errorf("loading the AWS configuration: %w", err)
 	}
@@ -104,8 +151,11 @@ func New(cfg aws.Config, opts Options) *Client {
 	c := &Client{
 		opts:     opts,
 		limiter:  rate.NewLimiter(rate.Limit(opts.QPS), opts.Burst),
-		regional: map[string]*awssts.Client{},
-		ecr:      map[string]*ecr.Client{},
+		regional: lru.New(maxRegionalClients),
+		ecr:      lru.New(maxRegionalClients),
+	}
+	if cfg.Credentials != nil {
+		cfg.Credentials = &watchedCredentials{CredentialsProvider: cfg.Credentials, c: c}
 	}
 	// Every service client (STS, ECR) shares the retry policy and the rate limit.
 	cfg.Retryer = c.retryer
@@ -130,7 +180,7 @@ func (c *Client) endpointVariants() (aws.FIPSEndpointState, aws.DualStackEndpoin
 func (c *Client) Region() string { return c.opts.Region }
 
 func (c *Client) forRegion(region string) *awssts.Client {
-	return regionalClient(c, c.regional, region, func() *awssts.Client {
+	return regionalClient(c.regional, region, func() *awssts.Client {
 		return awssts.NewFromConfig(c.base, func(o *awssts.Options) {
 			o.Region = region
 			if c.opts.Endpoint != "" {
@@ -143,16 +193,64 @@ func (c *Client) forRegion(region string) *awssts.Client {
 
 // regionalClient returns the service client of a region from cache, building it on first use.
 // Service clients are safe for concurrent use and keep their connections, so one per region
-// serves every AssumedRole.
-func regionalClient[T any](c *Client, cache map[string]T, region string, build func() T) T {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cl, ok := cache[region]; ok {
-		return cl
+// serves every AssumedRole. Two callers may both build a missing one; either is kept.
+func regionalClient[T any](cache *lru.Cache, region string, build func() T) T {
+	if cl, ok := cache.Get(region); ok {
+		return cl.(T)
 	}
 	cl := build()
-	cache[region] = cl
+	cache.Add(region, cl)
 	return cl
+}
+
+// watchedCredentials is the client's own credentials provider (the SDK's cache): it notices
+// when the credentials change, so that the identity behind them is learnt again.
+type watchedCredentials struct {
+	aws.CredentialsProvider
+	c *Client
+}
+
+func (w *watchedCredentials) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	creds, err := w.CredentialsProvider.Retrieve(ctx)
+	if err == nil {
+		key := creds.AccessKeyID
+		if prev := w.c.idSeen.Swap(&key); prev != nil && *prev != key {
+			// Learnt off the signing path: OwnIdentity signs a call itself.
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), w.c.opts.Timeout)
+				defer cancel()
+				_, _ = w.c.OwnIdentity(ctx)
+			}()
+		}
+	}
+	return creds, err
+}
+
+// OwnIdentity returns who the client's own credentials are. It asks STS (GetCallerIdentity) the
+// first time and again after the credentials changed (the SDK refreshed them to another key),
+// otherwise it answers from memory.
+func (c *Client) OwnIdentity(ctx context.Context) (Identity, error) {
+	if c.base.Credentials == nil {
+		return Identity{}, &Error{Operation: "GetCallerIdentity", Code: CodeInvalidRequest, Message: "the client has no credentials of its own"}
+	}
+	creds, err := c.base.Credentials.Retrieve(ctx)
+	if err != nil {
+		return Identity{}, &Error{Operation: "GetCallerIdentity", Code: CodeUnknown, Message: "the operator's own AWS credentials are not available: " + Redact(err.Error()), Retryable: true, err: err}
+	}
+	c.idMu.Lock()
+	defer c.idMu.Unlock()
+	if c.idKey != "" && c.idKey == creds.AccessKeyID {
+		return c.id, nil
+	}
+	id, err := c.GetCallerIdentity(ctx, "", nil)
+	if err != nil {
+		return Identity{}, err
+	}
+	c.id, c.idKey = id, creds.AccessKeyID
+	if c.opts.OnIdentity != nil {
+		c.opts.OnIdentity(id)
+	}
+	return id, nil
 }
 
 func (c *Client) retryer() aws.Retryer {
@@ -202,17 +300,33 @@ func (c *Client) region(r string) (string, error) {
 	return r, nil
 }
 
-// invoke runs one STS operation under the client's timeout, stamps the issue time, classifies the
-// error and reports the call to Observe.
-func invoke[T any](ctx context.Context, c *Client, op string, call func(context.Context) (*T, error)) (*T, time.Time, error) {
+// invoke runs one operation under the client's timeout, stamps the issue time, classifies the
+// error and reports the call to Observe. endpoint is the operator's endpoint override for the
+// service, "" when the SDK resolves the regional endpoint of region.
+func invoke[T any](ctx context.Context, c *Client, op, region, endpoint string, call func(context.Context) (*T, error)) (*T, time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
 	issuedAt := c.opts.Clock.Now()
 	start := time.Now()
 	out, err := call(ctx)
+	if err != nil {
+		err = regionUnknown(op, region, endpoint, err)
+	}
 	err = Classify(op, err)
 	c.observe(op, start, err)
 	return out, issuedAt, err
+}
+
+// regionUnknown turns a DNS answer that the regional endpoint's host does not exist into
+// CodeRegionUnknown: the region name is well formed but no such region exists. With an endpoint
+// override the host is the operator's setting, and the error stays a network error.
+func regionUnknown(op, region, endpoint string, err error) error {
+	var dnsErr *net.DNSError
+	if endpoint != "" || !errors.As(err, &dnsErr) || !dnsErr.IsNotFound {
+		return err
+	}
+	return &Error{Operation: op, Code: CodeRegionUnknown, err: err,
+		Message: fmt.Sprintf("the endpoint of region %s (%s) does not exist in DNS: there is no such region in partition %s; set spec.region to a region that exists", region, dnsErr.Name, Partition(region))}
 }
 
 func noCredentials(op string) error {
@@ -268,7 +382,7 @@ func (c *Client) AssumeRole(ctx context.Context, req AssumeRoleRequest, source *
 	}
 	in.TransitiveTagKeys = append(in.TransitiveTagKeys, req.TransitiveTagKeys...)
 
-	out, issuedAt, err := invoke(ctx, c, op, func(ctx context.Context) (*awssts.AssumeRoleOutput, error) {
+	out, issuedAt, err := invoke(ctx, c, op, region, c.opts.Endpoint, func(ctx context.Context) (*awssts.AssumeRoleOutput, error) {
 		return c.forRegion(region).AssumeRole(ctx, in, withSource(source)...)
 	})
 	if err != nil {
@@ -304,7 +418,7 @@ func (c *Client) AssumeRoot(ctx context.Context, req AssumeRootRequest, source *
 		TaskPolicyArn:   &ststypes.PolicyDescriptorType{Arn: aws.String(req.TaskPolicyArn)},
 		DurationSeconds: aws.Int32(req.DurationSeconds),
 	}
-	out, issuedAt, err := invoke(ctx, c, op, func(ctx context.Context) (*awssts.AssumeRootOutput, error) {
+	out, issuedAt, err := invoke(ctx, c, op, req.Region, c.opts.Endpoint, func(ctx context.Context) (*awssts.AssumeRootOutput, error) {
 		return c.forRegion(req.Region).AssumeRoot(ctx, in, withSource(source)...)
 	})
 	if err != nil {
@@ -328,7 +442,7 @@ func (c *Client) GetCallerIdentity(ctx context.Context, region string, source *C
 	if err != nil {
 		return Identity{}, err
 	}
-	out, _, err := invoke(ctx, c, op, func(ctx context.Context) (*awssts.GetCallerIdentityOutput, error) {
+	out, _, err := invoke(ctx, c, op, region, c.opts.Endpoint, func(ctx context.Context) (*awssts.GetCallerIdentityOutput, error) {
 		return c.forRegion(region).GetCallerIdentity(ctx, &awssts.GetCallerIdentityInput{}, withSource(source)...)
 	})
 	if err != nil {

@@ -61,7 +61,7 @@ func (l ECRLogin) GoString() string { return l.String() }
 func (l ECRLogin) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(l.String())) }
 
 func (c *Client) ecrFor(region string) *ecr.Client {
-	return regionalClient(c, c.ecr, region, func() *ecr.Client {
+	return regionalClient(c.ecr, region, func() *ecr.Client {
 		return ecr.NewFromConfig(c.base, func(o *ecr.Options) {
 			o.Region = region
 			if c.opts.ECREndpoint != "" {
@@ -81,7 +81,7 @@ func (c *Client) ECRAuthorizationToken(ctx context.Context, req ECRRequest, cred
 	}
 	in := &ecr.GetAuthorizationTokenInput{RegistryIds: req.RegistryIDs} //nolint:staticcheck // still honoured: one login per registry ID
 	provider := credentials.NewStaticCredentialsProvider(creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken)
-	out, _, err := invoke(ctx, c, op, func(ctx context.Context) (*ecr.GetAuthorizationTokenOutput, error) {
+	out, _, err := invoke(ctx, c, op, req.Region, c.opts.ECREndpoint, func(ctx context.Context) (*ecr.GetAuthorizationTokenOutput, error) {
 		return c.ecrFor(req.Region).GetAuthorizationToken(ctx, in, func(o *ecr.Options) { o.Credentials = provider })
 	})
 	if err != nil {

@@ -19,6 +19,9 @@ const (
 	CodeInvalidRequest   = "InvalidRequest" // refused locally before sending
 	CodeUnknown          = "Unknown"
 	CodeRateLimitWaiting = "ClientRateLimited"
+	// CodeRegionUnknown: the regional STS endpoint's host name does not exist in DNS, so the
+	// region does not exist (or not in the partition its name suggests). No retry fixes it.
+	CodeRegionUnknown = "RegionUnknown"
 )
 
 // terminalCodes are AWS errors that no retry fixes: the request, the role's trust policy or the
@@ -30,8 +33,6 @@ var terminalCodes = map[string]bool{
 	"PackedPolicyTooLarge":        true,
 	"RegionDisabledException":     true,
 	"ValidationError":             true,
-	"ExpiredToken":                true,
-	"ExpiredTokenException":       true,
 	"InvalidClientTokenId":        true,
 	"InvalidParameterValue":       true,
 	"InvalidParameterCombination": true,
@@ -43,6 +44,7 @@ var terminalCodes = map[string]bool{
 	"UnrecognizedClientException": true,
 	"InvalidParameterException":   true, // ECR
 	CodeInvalidRequest:            true,
+	CodeRegionUnknown:             true,
 }
 
 // retryableCodes are AWS errors that clear up by themselves.
@@ -62,12 +64,17 @@ var retryableCodes = map[string]bool{
 	"RequestTimeout":            true,
 	"RequestTimeoutException":   true,
 	"RequestExpired":            true, // clock skew; the SDK corrects its offset on retry
-	"IDPCommunicationError":     true,
-	"PriorRequestNotComplete":   true,
-	"ServerException":           true, // ECR
-	CodeNetwork:                 true,
-	CodeTimeout:                 true,
-	CodeRateLimitWaiting:        true,
+	// The credentials that signed the call expired: the operator's own session rolled over
+	// while the call was on its way, or a chain source rotated. The next attempt signs with
+	// fresh ones.
+	"ExpiredToken":            true,
+	"ExpiredTokenException":   true,
+	"IDPCommunicationError":   true,
+	"PriorRequestNotComplete": true,
+	"ServerException":         true, // ECR
+	CodeNetwork:               true,
+	CodeTimeout:               true,
+	CodeRateLimitWaiting:      true,
 }
 
 // Error is a failed STS call: the AWS error code, whether a retry can help, and a message with
@@ -109,9 +116,6 @@ func Code(err error) string {
 	}
 	return ""
 }
-
-// RetryableCode reports whether an error code (as kept in status) is of the retryable class.
-func RetryableCode(code string) bool { return !terminalCodes[code] && retryableCodes[code] }
 
 // IsRetryable reports whether err is expected to clear up without any change (throttling, 5xx,
 // network, timeouts). Terminal errors and non-STS errors are not retryable.

@@ -109,20 +109,19 @@ type Result struct {
 }
 
 var (
-	roleArnRe         = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+$`)
-	policyArnRe       = regexp.MustCompile(`^arn:aws[a-z-]*:iam::([0-9]{12}|aws):policy/[\w+=,.@/-]+$`)
+	// An IAM path is any run of U+0021-U+007E between slashes; names keep to [\w+=,.@-].
+	roleArnRe   = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/([!-~]*/)?[\w+=,.@-]+$`)
+	policyArnRe = regexp.MustCompile(`^arn:aws[a-z-]*:iam::([0-9]{12}|aws):policy/([!-~]*/)?[\w+=,.@-]+$`)
+	// policyCharsRe is STS's character set for an inline session policy.
+	policyCharsRe     = regexp.MustCompile(`^[\t\n\r\x{20}-\x{FF}]*$`)
 	sessionNameRe     = regexp.MustCompile(`^[\w+=,.@-]+$`)
 	externalIDRe      = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
 	tagKeyRe          = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+@-]+$`)
 	tagValueRe        = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+@-]*$`)
 	targetPrincipal   = regexp.MustCompile(`^([0-9]{12}|arn:aws[a-z-]*:iam::[0-9]{12}:[\w+=,.@/-]+)$`)
 	taskPolicyArnRe   = regexp.MustCompile(`^arn:aws[a-z-]*:iam::aws:policy/root-task/[A-Za-z0-9]+$`)
-	regionRe          = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$`)
 	sessionNameUnsafe = regexp.MustCompile(`[^\w+=,.@-]`)
 )
-
-// ValidRegion reports whether region looks like an AWS region code.
-func ValidRegion(region string) bool { return regionRe.MatchString(region) }
 
 func checkLen(errs *[]error, field, v string, lo, hi int) {
 	n := utf8.RuneCountInString(v)
@@ -170,6 +169,9 @@ func (r AssumeRoleRequest) Validate() error {
 	}
 	if r.Policy != "" && !json.Valid([]byte(r.Policy)) {
 		errs = append(errs, errors.New("policy is not valid JSON"))
+	}
+	if !policyCharsRe.MatchString(r.Policy) {
+		errs = append(errs, errors.New("policy may contain only tab, line feed, carriage return and U+0020 to U+00FF: write other characters as JSON escapes"))
 	}
 	if len(r.PolicyArns) > MaxPolicyArns {
 		errs = append(errs, fmt.Errorf("at most %d policyArns, got %d", MaxPolicyArns, len(r.PolicyArns)))
@@ -243,26 +245,6 @@ func (r AssumeRootRequest) Validate() error {
 // TaskPolicyArn returns the ARN of an AWS managed root task policy in the partition of region.
 func TaskPolicyArn(region, name string) string {
 	return "arn:" + Partition(region) + ":iam::aws:policy/root-task/" + name
-}
-
-// Partition returns the AWS partition of a region code.
-func Partition(region string) string {
-	switch {
-	case strings.HasPrefix(region, "cn-"):
-		return "aws-cn"
-	case strings.HasPrefix(region, "us-gov-"):
-		return "aws-us-gov"
-	case strings.HasPrefix(region, "us-isob-"):
-		return "aws-iso-b"
-	case strings.HasPrefix(region, "us-iso-"):
-		return "aws-iso"
-	case strings.HasPrefix(region, "eu-isoe-"):
-		return "aws-iso-e"
-	case strings.HasPrefix(region, "eusc-"):
-		return "aws-eusc"
-	default:
-		return "aws"
-	}
 }
 
 // DefaultSessionName is "<namespace>.<name>" with characters AWS does not allow replaced by '-',

@@ -233,7 +233,9 @@ func (s *Server) assumeRole(caller *session, _ url.Values, call *Call) (any, *ap
 	if rule.ExternalID != "" && rule.ExternalID != call.ExternalID {
 		return nil, denied(caller.arn, "sts:AssumeRole", call.RoleArn)
 	}
-	if rule.DenyTagSession && len(call.Tags) > 0 {
+	// Inherited transitive tags are passed to the new session too, which needs sts:TagSession
+	// as much as tags the call sets.
+	if rule.DenyTagSession && len(call.Tags)+len(caller.transitive) > 0 {
 		return nil, denied(caller.arn, "sts:TagSession", call.RoleArn)
 	}
 	maxDuration := rule.MaxSessionDuration
@@ -265,7 +267,7 @@ func (s *Server) assumeRole(caller *session, _ url.Values, call *Call) (any, *ap
 	if caller.sourceIdentity != "" && call.SourceIdentity != "" && call.SourceIdentity != caller.sourceIdentity {
 		return nil, &apiError{http.StatusBadRequest, "InvalidParameterValue", "The source identity of a chained session cannot be changed."}
 	}
-	packed := packedPolicySize(call)
+	packed := packedPolicySize(call) + caller.packedInherited
 	if packed > 100 {
 		return nil, &apiError{http.StatusBadRequest, "PackedPolicyTooLarge", fmt.Sprintf("Packed size of consolidated session policies and session tags exceeds 100%% (%d%%).", packed)}
 	}
@@ -286,12 +288,13 @@ func (s *Server) assumeRole(caller *session, _ url.Values, call *Call) (any, *ap
 	account := accountOf(call.RoleArn)
 	roleID := "AROA" + stableID(call.RoleArn, 17)
 	sess := &session{
-		arn:            fmt.Sprintf("arn:%s:sts::%s:assumed-role/%s/%s", partitionOf(call.RoleArn), account, roleName, call.SessionName),
-		userID:         roleID + ":" + call.SessionName,
-		account:        account,
-		sourceIdentity: sourceIdentity,
-		transitive:     transitive,
-		roleArn:        call.RoleArn,
+		arn:             fmt.Sprintf("arn:%s:sts::%s:assumed-role/%s/%s", partitionOf(call.RoleArn), account, roleName, call.SessionName),
+		userID:          roleID + ":" + call.SessionName,
+		account:         account,
+		sourceIdentity:  sourceIdentity,
+		transitive:      transitive,
+		packedInherited: caller.packedInherited,
+		roleArn:         call.RoleArn,
 	}
 	s.issue(sess, call.DurationSeconds)
 	call.IssuedAccessKey = sess.accessKeyID
