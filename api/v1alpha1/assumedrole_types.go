@@ -39,6 +39,7 @@ type AssumedRole struct {
 // +kubebuilder:validation:XValidation:rule="has(self.assumeRole) != has(self.assumeRoot)",message="set exactly one of spec.assumeRole (sts:AssumeRole) or spec.assumeRoot (sts:AssumeRoot)"
 // +kubebuilder:validation:XValidation:rule="!has(self.source) || !has(self.assumeRole) || !has(self.assumeRole.durationSeconds) || self.assumeRole.durationSeconds <= 3600",message="spec.assumeRole.durationSeconds must be at most 3600 when spec.source.assumedRoleRef is set: AWS limits role-chaining sessions to one hour"
 // +kubebuilder:validation:XValidation:rule="!has(self.assumeRoot) || !has(self.secret) || !has(self.secret.ecr)",message="secret.ecr needs spec.assumeRole: no AssumeRoot task policy allows ecr:GetAuthorizationToken"
+// +kubebuilder:validation:XValidation:rule="!has(self.renewal) || !has(self.renewal.renewBefore) || ((!has(self.assumeRole) || !has(self.assumeRole.durationSeconds) || duration(self.renewal.renewBefore).getSeconds() < self.assumeRole.durationSeconds) && (!has(self.assumeRoot) || !has(self.assumeRoot.durationSeconds) || duration(self.renewal.renewBefore).getSeconds() < self.assumeRoot.durationSeconds))",message="renewal.renewBefore must be shorter than durationSeconds: credentials are renewed renewBefore ahead of expiry, so it must fit in the session; shorten renewBefore or ask for a longer session"
 type AssumedRoleSpec struct {
 	// assumeRole calls sts:AssumeRole. Mutually exclusive with assumeRoot.
 	// +optional
@@ -56,7 +57,7 @@ type AssumedRoleSpec struct {
 	// operator's --sts-endpoint flag.
 	// +optional
 	// +kubebuilder:validation:MaxLength=32
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$')",message="region must be an AWS region code such as us-east-1 or eu-central-2"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^((us|eu|ap|sa|ca|me|af|il|mx|cn)-[a-z0-9]+|(us-gov|us-iso|us-isob|us-isof|eu-isoe|eusc-de)-[a-z0-9]+)-[0-9]+$')",message="region must be an AWS region code of a known partition, such as us-east-1, cn-north-1, us-gov-west-1 or eusc-de-east-1"
 	Region string `json:"region,omitempty"`
 
 	// source is the identity that calls STS. Default: the operator's own AWS identity.
@@ -74,7 +75,9 @@ type AssumedRoleSpec struct {
 
 	// rolloutRestartTargets are workloads in the same namespace whose pods are restarted (by
 	// patching their pod template annotation rolekeeper.io/restartedAt) after each rotation, for
-	// consumers that read credentials only at start-up. Not restarted on the first issuance.
+	// consumers that read credentials only at start-up. Not restarted on the first issuance. Only
+	// a workload whose pod template uses the Secret (a volume, a projected volume, envFrom or an
+	// env secretKeyRef) is restarted; others are reported in status.rolloutRestart.skipped.
 	// At most 16 targets; each kind/name pair at most once.
 	// +optional
 	// +listType=map
@@ -90,11 +93,12 @@ type AssumedRoleSpec struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.transitiveTagKeys) || self.transitiveTagKeys.all(k, k.lowerAscii() in ['kubernetes-namespace', 'kubernetes-name', 'kubernetes-cluster'] || (has(self.tags) && self.tags.exists(t, t.key.lowerAscii() == k.lowerAscii())))",message="every transitiveTagKeys entry must name a key in tags (or one of the operator's kubernetes-namespace, kubernetes-name, kubernetes-cluster tags)"
 type AssumeRoleSpec struct {
 	// roleArn is the ARN of the IAM role to assume, for example
-	// arn:aws:iam::111122223333:role/reader. Required; 20-2048 characters.
+	// arn:aws:iam::111122223333:role/reader, with the role's path if it has one
+	// (arn:aws:iam::111122223333:role/team/reader). Required; 20-2048 characters.
 	// +required
 	// +kubebuilder:validation:MinLength=20
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="self.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+$')",message="roleArn must be an IAM role ARN such as arn:aws:iam::111122223333:role/reader"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:role/([!-~]*/)?[A-Za-z0-9_+=,.@-]+$')",message="roleArn must be an IAM role ARN such as arn:aws:iam::111122223333:role/reader or arn:aws:iam::111122223333:role/path/to/reader (a path may use any printable ASCII character; a role name only letters, digits and _+=,.@-)"
 	RoleArn string `json:"roleArn"`
 
 	// sessionName is the role session name, visible in CloudTrail and in the assumed-role ARN.
@@ -133,11 +137,12 @@ type AssumeRoleSpec struct {
 
 	// policy is an inline session policy (IAM policy JSON). The session gets the intersection of
 	// the role's permissions and this policy. policy and policyArns together: at most 2048
-	// characters.
+	// characters. Only tab, line feed, carriage return and U+0020-U+00FF, as STS allows.
 	// +optional
 	// +kubebuilder:validation:MinLength=2
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.matches(r'^\\s*[{][\\s\\S]*[}]\\s*$')",message="policy must be an IAM policy JSON document (an object such as {\"Version\":\"2012-10-17\",\"Statement\":[...]})"
+	// +kubebuilder:validation:XValidation:rule="self.matches(r'^[\\t\\n\\r\\x{20}-\\x{FF}]*$')",message="policy may contain only tab, line feed, carriage return and the characters U+0020 to U+00FF, as STS requires: write other characters as JSON escapes (\\u20AC for €)"
 	Policy string `json:"policy,omitempty"`
 
 	// policyArns are managed policies used as session policies. At most 10 IAM policy ARNs, each
@@ -147,10 +152,10 @@ type AssumeRoleSpec struct {
 	// +kubebuilder:validation:MaxItems=10
 	// +kubebuilder:validation:items:MinLength=20
 	// +kubebuilder:validation:items:MaxLength=2048
-	// +kubebuilder:validation:items:XValidation:rule="self.matches('^arn:aws[a-z-]*:iam::([0-9]{12}|aws):policy/[A-Za-z0-9_+=,.@/-]+$')",message="each policyArns entry must be an IAM policy ARN such as arn:aws:iam::aws:policy/ReadOnlyAccess"
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^arn:aws[a-z-]*:iam::([0-9]{12}|aws):policy/([!-~]*/)?[A-Za-z0-9_+=,.@-]+$')",message="each policyArns entry must be an IAM policy ARN such as arn:aws:iam::aws:policy/ReadOnlyAccess or arn:aws:iam::aws:policy/job-function/ViewOnlyAccess"
 	PolicyArns []string `json:"policyArns,omitempty"`
 
-	// tags are session tags. At most 50; keys unique ignoring the case of ASCII letters, 1-128 characters, values at
+	// tags are session tags. At most 47 (AWS's 50 less the operator's own three); keys unique ignoring the case of ASCII letters, 1-128 characters, values at
 	// most 256 characters, both of Unicode letters, digits, spaces and _.:/=+-@. Keys starting with
 	// "aws:", "kubernetes-" or "rolekeeper.io/" are reserved: the operator adds kubernetes-namespace,
 	// kubernetes-name and kubernetes-cluster itself.
@@ -159,6 +164,7 @@ type AssumeRoleSpec struct {
 	// +listMapKey=key
 	// +kubebuilder:validation:MaxItems=50
 	// +kubebuilder:validation:XValidation:rule="self.all(t, self.exists_one(u, u.key.lowerAscii() == t.key.lowerAscii()))",message="tag keys must be unique ignoring case: AWS treats Team and team as the same key"
+	// +kubebuilder:validation:XValidation:rule="size(self) <= 47",message="at most 47 tags: AWS allows 50 per session and the operator adds up to three of its own (kubernetes-namespace, kubernetes-name, kubernetes-cluster)"
 	Tags []SessionTag `json:"tags,omitempty"`
 
 	// transitiveTagKeys are tag keys that persist into chained sessions. At most 50; each must
@@ -342,7 +348,7 @@ type ECRSpec struct {
 	// operator's --region.
 	// +optional
 	// +kubebuilder:validation:MaxLength=32
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$')",message="ecr.region must be an AWS region code such as us-east-1 or eu-central-2"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^((us|eu|ap|sa|ca|me|af|il|mx|cn)-[a-z0-9]+|(us-gov|us-iso|us-isob|us-isof|eu-isoe|eusc-de)-[a-z0-9]+)-[0-9]+$')",message="ecr.region must be an AWS region code of a known partition, such as us-east-1, cn-north-1 or eusc-de-east-1"
 	Region string `json:"region,omitempty"`
 }
 
@@ -363,9 +369,12 @@ type CredentialProcessSpec struct {
 //
 // +kubebuilder:validation:XValidation:rule="!(has(self.renewBefore) && has(self.renewBeforePercentage))",message="set at most one of renewal.renewBefore and renewal.renewBeforePercentage"
 type RenewalSpec struct {
-	// renewBefore renews this long before expiry, for example "20m". 1m to 12h. When it is not
-	// shorter than the granted lifetime, the default (two thirds of the lifetime) applies.
+	// renewBefore renews this long before expiry, for example "20m". 1m to 12h, and shorter than
+	// durationSeconds when that is set. When it is not shorter than the lifetime AWS actually
+	// granted, the default (two thirds of the lifetime) applies.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('12h')",message="renewal.renewBefore must be between 1m and 12h"
 	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
 
@@ -465,6 +474,12 @@ type RolloutRestartStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=16
 	Restarted []string `json:"restarted,omitempty"`
+	// skipped lists targets that were not restarted because their pod template does not use the
+	// Secret (no volume, projected volume, envFrom or env secretKeyRef names it), as Kind/name.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	Skipped []string `json:"skipped,omitempty"`
 	// notFound lists targets that do not exist, as Kind/name. The rotation itself succeeded.
 	// +optional
 	// +listType=atomic

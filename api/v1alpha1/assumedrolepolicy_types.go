@@ -70,6 +70,29 @@ type AssumedRolePolicySpec struct {
 	// +kubebuilder:validation:MaxItems=5
 	AllowedTaskPolicies []RootTaskPolicy `json:"allowedTaskPolicies,omitempty"`
 
+	// allowedSessionNames are glob patterns ('*' any run of characters, '?' one) of the role
+	// session names AssumedRoles may use: the name they set in assumeRole.sessionName, or the
+	// default "<namespace>.<name>". Role trust policies that test sts:RoleSessionName rely on it,
+	// so without this list any namespace the policy selects can claim any session name. Unset or
+	// empty: every session name. At most 64 patterns of 1-128 characters.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=128
+	AllowedSessionNames []string `json:"allowedSessionNames,omitempty"`
+
+	// allowedSourceIdentities are glob patterns of the assumeRole.sourceIdentity values AssumedRoles
+	// may set. Trust policies that test sts:SourceIdentity rely on it, and a source identity stays
+	// with every session chained from it. Unset or empty: any value. An AssumedRole that sets no
+	// source identity is always allowed. At most 64 patterns of 1-128 characters.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=128
+	AllowedSourceIdentities []string `json:"allowedSourceIdentities,omitempty"`
+
 	// maxDurationSeconds caps the requested session duration: 1-43200. An AssumedRole asking for
 	// more is refused (NotPermitted). Default: no cap beyond AWS's own.
 	// +optional

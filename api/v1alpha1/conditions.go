@@ -33,6 +33,16 @@ const (
 	ReasonInvalidSpec = "InvalidSpec"
 	// ReasonTemplateInvalid: spec.secret.template does not render; the Secret is left as it was.
 	ReasonTemplateInvalid = "TemplateInvalid"
+	// ReasonRoleChainingLimit: the operator's own identity is a role session (IRSA, EKS Pod
+	// Identity, an instance profile), so AWS caps every session it assumes at one hour, and the
+	// spec asks for more. Refused before any call to AWS.
+	ReasonRoleChainingLimit = "RoleChainingLimit"
+	// ReasonRegionUnknown: the region's STS endpoint does not exist in DNS; no such region.
+	ReasonRegionUnknown = "RegionUnknown"
+	// ReasonTransitiveTagConflict: AWS refused the call because it sets a session tag that the
+	// signing session passes on as transitive with another value (for example the
+	// kubernetes-namespace tag of an EKS Pod Identity session).
+	ReasonTransitiveTagConflict = "TransitiveTagConflict"
 	// ReasonAssumedRoleConflict: a ClusterAssumedRole cannot create its AssumedRole in a namespace
 	// because one of that name exists there and belongs to someone else; it is left untouched.
 	ReasonAssumedRoleConflict = "AssumedRoleConflict"

@@ -102,6 +102,18 @@ func tags(n int) string {
 	return string(b)
 }
 
+// iamPathChars are the characters IAM allows in a path (U+0021-U+007E), slashes kept apart so the
+// path has segments.
+var iamPathChars = func() string {
+	var b strings.Builder
+	for c := '!'; c <= '~'; c++ {
+		if c != '/' && c != '"' && c != '\\' {
+			b.WriteRune(c)
+		}
+	}
+	return b.String() + `/a\"b\\c`
+}()
+
 var invalidCases = []admissionCase{
 	// Shape of the request.
 	roleCase("neither assumeRole nor assumeRoot", `{"spec":{"assumeRole":null}}`, "set exactly one of spec.assumeRole"),
@@ -112,6 +124,8 @@ var invalidCases = []admissionCase{
 	roleCase("roleArn names a user", `{"spec":{"assumeRole":{"roleArn":"arn:aws:iam::111122223333:user/bob"}}}`, "roleArn must be an IAM role ARN"),
 	roleCase("roleArn with short account", `{"spec":{"assumeRole":{"roleArn":"arn:aws:iam::1111:role/reader"}}}`, "roleArn must be an IAM role ARN"),
 	roleCase("roleArn with spaces", `{"spec":{"assumeRole":{"roleArn":"arn:aws:iam::111122223333:role/my role"}}}`, "roleArn must be an IAM role ARN"),
+	roleCase("role path with a space", `{"spec":{"assumeRole":{"roleArn":"arn:aws:iam::111122223333:role/my path/reader"}}}`, "roleArn must be an IAM role ARN"),
+	roleCase("role name with a slash-free path character", `{"spec":{"assumeRole":{"roleArn":"arn:aws:iam::111122223333:role/path/read!er"}}}`, "roleArn must be an IAM role ARN"),
 	roleCase("roleArn too long", `{"spec":{"assumeRole":{"roleArn":"arn:aws:iam::111122223333:role/`+strings.Repeat("r", 2030)+`"}}}`, "spec.assumeRole.roleArn: Too long"),
 
 	// sessionName.
@@ -137,6 +151,8 @@ var invalidCases = []admissionCase{
 
 	// Session policies.
 	roleCase("policy not JSON", `{"spec":{"assumeRole":{"policy":"allow everything"}}}`, "policy must be an IAM policy JSON document"),
+	roleCase("policy with a character STS refuses", `{"spec":{"assumeRole":{"policy":"{\"Version\":\"2012-10-17\",\"Statement\":[{\"Sid\":\"\u20ac\",\"Effect\":\"Allow\",\"Action\":\"s3:*\",\"Resource\":\"*\"}]}"}}}`, "policy may contain only tab, line feed, carriage return and the characters U+0020 to U+00FF"),
+	roleCase("policy with a vertical tab", `{"spec":{"assumeRole":{"policy":"{\u000b}"}}}`, "policy may contain only tab, line feed, carriage return"),
 	roleCase("policy too long", `{"spec":{"assumeRole":{"policy":"{`+strings.Repeat(" ", 2047)+`}"}}}`, "spec.assumeRole.policy: Too long"),
 	roleCase("eleven policyArns", `{"spec":{"assumeRole":{"policyArns":`+strs(11, func(i int) string { return fmt.Sprintf("arn:aws:iam::aws:policy/P%d", i) })+`}}}`, "spec.assumeRole.policyArns: Too many"),
 	roleCase("policyArn names a role", `{"spec":{"assumeRole":{"policyArns":["arn:aws:iam::111122223333:role/reader"]}}}`, "each policyArns entry must be an IAM policy ARN"),
@@ -145,6 +161,7 @@ var invalidCases = []admissionCase{
 
 	// Session tags.
 	roleCase("fifty-one tags", `{"spec":{"assumeRole":{"tags":`+tags(51)+`}}}`, "spec.assumeRole.tags: Too many"),
+	roleCase("forty-eight tags", `{"spec":{"assumeRole":{"tags":`+tags(48)+`}}}`, "at most 47 tags: AWS allows 50 per session and the operator adds up to three of its own"),
 	roleCase("tag key with a bang", `{"spec":{"assumeRole":{"tags":[{"key":"team!","value":"a"}]}}}`, "tag key may contain only"),
 	roleCase("tag key empty", `{"spec":{"assumeRole":{"tags":[{"key":"","value":"a"}]}}}`, "spec.assumeRole.tags[0].key"),
 	roleCase("tag key too long", `{"spec":{"assumeRole":{"tags":[{"key":"`+strings.Repeat("k", 129)+`","value":"a"}]}}}`, "spec.assumeRole.tags[0].key: Too long"),
@@ -172,11 +189,15 @@ var invalidCases = []admissionCase{
 	roleCase("region in capitals", `{"spec":{"region":"US-EAST-1"}}`, "region must be an AWS region code"),
 	roleCase("region without dashes", `{"spec":{"region":"useast1"}}`, "region must be an AWS region code"),
 	roleCase("region as an endpoint", `{"spec":{"region":"sts.example.com"}}`, "region must be an AWS region code"),
+	roleCase("region of no partition", `{"spec":{"region":"xx-east-1"}}`, "region must be an AWS region code of a known partition"),
+	roleCase("ecr region of no partition", `{"spec":{"secret":{"type":"kubernetes.io/dockerconfigjson","ecr":{"region":"eusc-fr-east-1"}}}}`, "ecr.region must be an AWS region code of a known partition"),
 
 	// Renewal.
 	roleCase("renewBefore and percentage together", `{"spec":{"renewal":{"renewBefore":"20m","renewBeforePercentage":30}}}`, "set at most one of renewal.renewBefore and renewal.renewBeforePercentage"),
 	roleCase("renewBefore under a minute", `{"spec":{"renewal":{"renewBefore":"30s"}}}`, "renewal.renewBefore must be between 1m and 12h"),
 	roleCase("renewBefore over twelve hours", `{"spec":{"renewal":{"renewBefore":"13h"}}}`, "renewal.renewBefore must be between 1m and 12h"),
+	roleCase("renewBefore as long as the session", `{"spec":{"assumeRole":{"durationSeconds":900},"renewal":{"renewBefore":"15m"}}}`, "renewal.renewBefore must be shorter than durationSeconds"),
+	roleCase("renewBefore longer than a root session", `{"spec":{"assumeRole":null,"region":"us-east-1","assumeRoot":{"targetPrincipal":"444455556666","taskPolicy":"S3UnlockBucketPolicy","durationSeconds":300},"renewal":{"renewBefore":"10m"}}}`, "renewal.renewBefore must be shorter than durationSeconds"),
 	roleCase("renewBeforePercentage 91", `{"spec":{"renewal":{"renewBeforePercentage":91}}}`, "spec.renewal.renewBeforePercentage: Invalid value: 91"),
 	roleCase("renewBeforePercentage 0", `{"spec":{"renewal":{"renewBeforePercentage":0}}}`, "spec.renewal.renewBeforePercentage: Invalid value: 0"),
 
@@ -225,6 +246,8 @@ var invalidCases = []admissionCase{
 	policyCase("policy empty root glob", `{"spec":{"allowedRootTargets":[""],"allowedTaskPolicies":["S3UnlockBucketPolicy"]}}`, "allowedRootTargets patterns must be non-empty"),
 	policyCase("policy unknown task policy", `{"spec":{"allowedRootTargets":["444455556666"],"allowedTaskPolicies":["RootAll"]}}`, "Unsupported value: \"RootAll\""),
 	policyCase("policy max duration zero", `{"spec":{"maxDurationSeconds":0}}`, "spec.maxDurationSeconds: Invalid value: 0"),
+	policyCase("policy empty session name glob", `{"spec":{"allowedSessionNames":[""]}}`, "spec.allowedSessionNames[0]"),
+	policyCase("policy source identity glob too long", `{"spec":{"allowedSourceIdentities":["`+strings.Repeat("i", 129)+`"]}}`, "spec.allowedSourceIdentities[0]: Too long"),
 	policyCase("policy invalid namespace name", `{"spec":{"namespaces":["Team_A"]}}`, "each namespaces entry must be a namespace name"),
 }
 
@@ -232,10 +255,17 @@ var validCases = []admissionCase{
 	roleCase("chained at exactly one hour", `{"spec":{"assumeRole":{"durationSeconds":3600},"source":{"assumedRoleRef":{"name":"base"}}}}`, ""),
 	roleCase("twelve hours unchained", `{"spec":{"assumeRole":{"durationSeconds":43200}}}`, ""),
 	roleCase("unicode tags and transitive keys", `{"spec":{"assumeRole":{"tags":[{"key":"équipe","value":"données 1"},{"key":"Cost-Center","value":""}],"transitiveTagKeys":["équipe","COST-CENTER","kubernetes-namespace"]}}}`, ""),
-	roleCase("everything at its limit", `{"spec":{"assumeRole":{"sessionName":"`+strings.Repeat("s", 64)+`","externalId":"`+strings.Repeat("e", 1224)+`","sourceIdentity":"ci@example.com","tags":`+tags(50)+`,"policyArns":`+strs(10, func(i int) string { return fmt.Sprintf("arn:aws:iam::aws:policy/P%d", i) })+`}}}`, ""),
+	roleCase("everything at its limit", `{"spec":{"assumeRole":{"sessionName":"`+strings.Repeat("s", 64)+`","externalId":"`+strings.Repeat("e", 1224)+`","sourceIdentity":"ci@example.com","tags":`+tags(47)+`,"policyArns":`+strs(10, func(i int) string { return fmt.Sprintf("arn:aws:iam::aws:policy/P%d", i) })+`}}}`, ""),
 	roleCase("root with a principal ARN", `{"spec":{"assumeRole":null,"region":"us-gov-west-1","assumeRoot":{"targetPrincipal":"arn:aws-us-gov:iam::444455556666:root","taskPolicy":"IAMAuditRootUserCredentials"}}}`, ""),
 	roleCase("renewal with renewBefore", `{"spec":{"renewal":{"renewBefore":"20m"}}}`, ""),
 	roleCase("image-pull Secret for three registries", `{"spec":{"assumeRole":{"durationSeconds":43200},"secret":{"type":"kubernetes.io/dockerconfigjson","ecr":{"registryIds":["111122223333","444455556666","777788889999"],"region":"eu-west-1"}}}}`, ""),
+	roleCase("role path with every character IAM allows", `{"spec":{"assumeRole":{"roleArn":"arn:aws:iam::111122223333:role/`+iamPathChars+`/reader"}}}`, ""),
+	roleCase("policy ARN with a path", `{"spec":{"assumeRole":{"policyArns":["arn:aws:iam::aws:policy/job-function/ViewOnlyAccess","arn:aws:iam::111122223333:policy/`+iamPathChars+`/p"]}}}`, ""),
+	roleCase("policy with tabs, newlines and Latin-1", `{"spec":{"assumeRole":{"policy":"{\t\"Version\": \"2012-10-17\",\r\n \"Statement\": [{\"Sid\": \"Caf\u00e9\u00ff\", \"Effect\": \"Allow\", \"Action\": \"s3:*\", \"Resource\": \"*\"}]}"}}}`, ""),
+	roleCase("renewBefore shorter than the session", `{"spec":{"assumeRole":{"durationSeconds":900},"renewal":{"renewBefore":"14m"}}}`, ""),
+	roleCase("regions of every partition", `{"spec":{"region":"eusc-de-east-1","secret":{"type":"kubernetes.io/dockerconfigjson","ecr":{"region":"us-isof-south-1"}}}}`, ""),
+	roleCase("region of the ISO-E partition", `{"spec":{"region":"eu-isoe-west-1"}}`, ""),
+	policyCase("policy governing session names and source identities", `{"spec":{"allowedSessionNames":["team-a.*"],"allowedSourceIdentities":["ci-*","release@example.com"]}}`, ""),
 	roleCase("explicit Opaque type", `{"spec":{"secret":{"type":"Opaque","profile":"ci"}}}`, ""),
 	clusterCase("cluster role selecting every namespace with an image-pull template", `{"spec":{"namespaceSelector":{},"template":{"metadata":{"labels":{"team":"a"},"annotations":{"rolekeeper.io/rotate":"1"}},"spec":{"secret":{"type":"kubernetes.io/dockerconfigjson","ecr":{}}}}}}`, ""),
 	policyCase("policy selecting all namespaces", `{"spec":{"namespaces":null,"namespaceSelector":{}}}`, ""),

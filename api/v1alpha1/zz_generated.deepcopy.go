@@ -225,6 +225,16 @@ func (in *AssumedRolePolicySpec) DeepCopyInto(out *AssumedRolePolicySpec) {
 		*out = make([]RootTaskPolicy, len(*in))
 		copy(*out, *in)
 	}
+	if in.AllowedSessionNames != nil {
+		in, out := &in.AllowedSessionNames, &out.AllowedSessionNames
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
+	if in.AllowedSourceIdentities != nil {
+		in, out := &in.AllowedSourceIdentities, &out.AllowedSourceIdentities
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.MaxDurationSeconds != nil {
 		in, out := &in.MaxDurationSeconds, &out.MaxDurationSeconds
 		*out = new(int32)
@@ -606,6 +616,11 @@ func (in *RolloutRestartStatus) DeepCopyInto(out *RolloutRestartStatus) {
 	}
 	if in.Restarted != nil {
 		in, out := &in.Restarted, &out.Restarted
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
+	if in.Skipped != nil {
+		in, out := &in.Skipped, &out.Skipped
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}

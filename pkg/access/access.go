@@ -29,6 +29,10 @@ type Request struct {
 	TargetPrincipal string
 	TaskPolicy      rkv1.RootTaskPolicy
 	DurationSeconds int32
+	// SessionName and SourceIdentity of an AssumeRole request: the session name as sent (the
+	// default when the spec sets none), the source identity empty when none is set.
+	SessionName    string
+	SourceIdentity string
 }
 
 // Decision is the outcome. Message explains a denial in terms a namespace owner can act on.
@@ -44,7 +48,7 @@ func Evaluate(policies []rkv1.AssumedRolePolicy, ns Namespace, req Request) Deci
 	sorted := append([]rkv1.AssumedRolePolicy(nil), policies...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	var selecting []string
-	var durationCaps []string
+	var limits []string // why policies that allow the target refuse this request
 	for i := range sorted {
 		p := &sorted[i]
 		if !Selects(&p.Spec, ns) {
@@ -54,8 +58,8 @@ func Evaluate(policies []rkv1.AssumedRolePolicy, ns Namespace, req Request) Deci
 		if !allowsTarget(&p.Spec, req) {
 			continue
 		}
-		if max := p.Spec.MaxDurationSeconds; max != nil && req.DurationSeconds > *max {
-			durationCaps = append(durationCaps, fmt.Sprintf("%s caps it at %d s", p.Name, *max))
+		if why := refusal(&p.Spec, req); why != "" {
+			limits = append(limits, p.Name+" "+why)
 			continue
 		}
 		return Decision{Allowed: true, Policy: p.Name}
@@ -67,8 +71,8 @@ func Evaluate(policies []rkv1.AssumedRolePolicy, ns Namespace, req Request) Deci
 	switch {
 	case len(selecting) == 0:
 		return Decision{Message: fmt.Sprintf("no AssumedRolePolicy selects namespace %s; a cluster administrator must create one that allows %s", ns.Name, what)}
-	case len(durationCaps) > 0:
-		return Decision{Message: fmt.Sprintf("%s is allowed in namespace %s only for shorter sessions: requested %d s, but %s", what, ns.Name, req.DurationSeconds, strings.Join(durationCaps, "; "))}
+	case len(limits) > 0:
+		return Decision{Message: fmt.Sprintf("%s is allowed in namespace %s, but not as requested: %s", what, ns.Name, strings.Join(limits, "; "))}
 	default:
 		return Decision{Message: fmt.Sprintf("AssumedRolePolicies %s select namespace %s but none allows %s", strings.Join(selecting, ", "), ns.Name, what)}
 	}
@@ -89,6 +93,23 @@ func Selects(p *rkv1.AssumedRolePolicySpec, ns Namespace) bool {
 		return false // an invalid selector selects nothing
 	}
 	return sel.Matches(labels.Set(ns.Labels))
+}
+
+// refusal says why a policy that allows the target refuses the rest of the request, or "".
+func refusal(p *rkv1.AssumedRolePolicySpec, req Request) string {
+	if max := p.MaxDurationSeconds; max != nil && req.DurationSeconds > *max {
+		return fmt.Sprintf("caps sessions at %d s (requested %d s)", *max, req.DurationSeconds)
+	}
+	if req.RoleArn == "" {
+		return ""
+	}
+	if len(p.AllowedSessionNames) > 0 && !anyGlob(p.AllowedSessionNames, req.SessionName) {
+		return fmt.Sprintf("allows session names %s (requested %s)", strings.Join(p.AllowedSessionNames, ", "), req.SessionName)
+	}
+	if req.SourceIdentity != "" && len(p.AllowedSourceIdentities) > 0 && !anyGlob(p.AllowedSourceIdentities, req.SourceIdentity) {
+		return fmt.Sprintf("allows source identities %s (requested %s)", strings.Join(p.AllowedSourceIdentities, ", "), req.SourceIdentity)
+	}
+	return ""
 }
 
 func allowsTarget(p *rkv1.AssumedRolePolicySpec, req Request) bool {

@@ -63,11 +63,20 @@ func TestEvaluate(t *testing.T) {
 		NamespaceSelector: &metav1.LabelSelector{},
 		AllowedRoleArns:   []string{"arn:aws:iam::999999999999:role/shared"},
 	})
-	policies := []rkv1.AssumedRolePolicy{teamA, byLabel, root, all}
+	named := policy("team-c", rkv1.AssumedRolePolicySpec{
+		Namespaces:              []string{"team-c"},
+		AllowedRoleArns:         []string{"arn:aws:iam::111122223333:role/team-c-*"},
+		AllowedSessionNames:     []string{"team-c.*"},
+		AllowedSourceIdentities: []string{"ci-*"},
+	})
+	policies := []rkv1.AssumedRolePolicy{teamA, byLabel, root, all, named}
 	ns := func(name string, labels map[string]string) access.Namespace {
 		return access.Namespace{Name: name, Labels: labels}
 	}
 	role := func(arn string, d int32) access.Request { return access.Request{RoleArn: arn, DurationSeconds: d} }
+	session := func(name, sourceIdentity string) access.Request {
+		return access.Request{RoleArn: "arn:aws:iam::111122223333:role/team-c-deployer", DurationSeconds: 3600, SessionName: name, SourceIdentity: sourceIdentity}
+	}
 	rootReq := func(target string, tp rkv1.RootTaskPolicy) access.Request {
 		return access.Request{TargetPrincipal: target, TaskPolicy: tp, DurationSeconds: 900}
 	}
@@ -82,10 +91,15 @@ func TestEvaluate(t *testing.T) {
 		{"team-a role in team-a", ns("team-a", nil), role("arn:aws:iam::111122223333:role/team-a-reader", 3600), "team-a", ""},
 		{"team-a role in team-b", ns("team-b", nil), role("arn:aws:iam::111122223333:role/team-a-reader", 3600), "", "none allows role arn:aws:iam::111122223333:role/team-a-reader"},
 		{"team-b role in team-a", ns("team-a", nil), role("arn:aws:iam::111122223333:role/team-b-reader", 3600), "", "all-namespaces, team-a select namespace team-a but none allows"},
-		{"over the duration cap", ns("team-a", nil), role("arn:aws:iam::111122223333:role/team-a-reader", 7200), "", "requested 7200 s, but team-a caps it at 3600 s"},
+		{"over the duration cap", ns("team-a", nil), role("arn:aws:iam::111122223333:role/team-a-reader", 7200), "", "allowed in namespace team-a, but not as requested: team-a caps sessions at 3600 s (requested 7200 s)"},
 		{"labelled namespace", ns("infra", map[string]string{"rolekeeper.io/tier": "platform"}), role("arn:aws:iam::444455556666:role/platform-reader", 43200), "by-label", ""},
 		{"unlabelled namespace", ns("infra", nil), role("arn:aws:iam::444455556666:role/platform-reader", 900), "", "none allows"},
 		{"shared role everywhere", ns("anything", nil), role("arn:aws:iam::999999999999:role/shared", 900), "all-namespaces", ""},
+		{"allowed session name", ns("team-c", nil), session("team-c.deployer", ""), "team-c", ""},
+		{"session name claimed from another team", ns("team-c", nil), session("admin", ""), "", "team-c allows session names team-c.* (requested admin)"},
+		{"allowed source identity", ns("team-c", nil), session("team-c.deployer", "ci-main"), "team-c", ""},
+		{"source identity claimed from elsewhere", ns("team-c", nil), session("team-c.deployer", "alice"), "", "team-c allows source identities ci-* (requested alice)"},
+		{"session names unrestricted without the list", ns("team-a", nil), access.Request{RoleArn: "arn:aws:iam::111122223333:role/team-a-reader", DurationSeconds: 900, SessionName: "admin", SourceIdentity: "alice"}, "team-a", ""},
 		{"root target and task allowed", ns("ops", nil), rootReq("444455556666", rkv1.TaskPolicyS3UnlockBucketPolicy), "root-ops", ""},
 		{"root task not allowed", ns("ops", nil), rootReq("444455556666", rkv1.TaskPolicyIAMDeleteRootUserCredentials), "", "AssumeRoot on 444455556666 with task policy IAMDeleteRootUserCredentials"},
 		{"root target not allowed", ns("ops", nil), rootReq("555555555555", rkv1.TaskPolicyS3UnlockBucketPolicy), "", "none allows AssumeRoot"},
