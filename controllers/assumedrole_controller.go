@@ -41,6 +41,9 @@ type STS interface {
 	AssumeRole(ctx context.Context, req sts.AssumeRoleRequest, source *sts.Credentials) (*sts.Result, error)
 	AssumeRoot(ctx context.Context, req sts.AssumeRootRequest, source *sts.Credentials) (*sts.Result, error)
 	ECRAuthorizationToken(ctx context.Context, req sts.ECRRequest, creds sts.Credentials) ([]sts.ECRLogin, error)
+	// OwnIdentity is who the operator's own credentials are (GetCallerIdentity, remembered until
+	// the credentials change).
+	OwnIdentity(ctx context.Context) (sts.Identity, error)
 }
 
 // AssumedRoleReconciler keeps the Secret of each AssumedRole filled with valid credentials.
@@ -79,6 +82,8 @@ type scope struct {
 	registries []secretdata.RegistryAuth
 	// dueReason and dueMessage say why an issuance is due; empty when nothing is due.
 	dueReason, dueMessage string
+	// inherited are the transitive session tags the source's session passes on, by lower-case key.
+	inherited map[string]sts.Tag
 	// called is set once this reconcile called STS: only it knows the outcome.
 	called bool
 }
@@ -100,7 +105,9 @@ func (r *AssumedRoleReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, nil // the Secret goes with it through its owner reference
 	}
 	s := &scope{ar: ar, before: *ar.Status.DeepCopy(), now: r.Clock.Now(), log: ctrl.LoggerFrom(ctx)}
-	res, err := r.run(ctx, s, r.resolveRequest, r.checkTemplate, r.checkAccess, r.loadSecret, r.decide, r.resolveSource, r.issue)
+	// The access check comes first: everything after it costs more than a lookup, and an
+	// AssumedRole no policy allows must not cost the operator anything else.
+	res, err := r.run(ctx, s, r.checkAccess, r.resolveRequest, r.checkTemplate, r.checkIdentity, r.loadSecret, r.decide, r.resolveSource, r.issue)
 	perr := r.patchStatus(ctx, s)
 	if apierrors.IsConflict(perr) && err == nil {
 		// Decided on a stale copy of the AssumedRole; decide again on the current one.
@@ -125,21 +132,23 @@ func (r *AssumedRoleReconciler) run(ctx context.Context, s *scope, steps ...step
 }
 
 // patchStatus writes status when it changed. A reconcile that decided from a stale cached copy
-// must not overwrite newer status, so the patch carries the resourceVersion it was based on;
-// only a reconcile that has just called STS patches without that check, because what it records
+// must not overwrite newer status, so the patch carries the resourceVersion it was based on.
+// Only a reconcile that has just called STS writes without that check, because what it records
 // about the call (the credentials' metadata, or the failure that sets the backoff) is known only
-// to it.
+// to it; it replaces the status whole, since a difference computed against a cached copy that
+// missed the last write would leave fields of that write in place (a failedAttempts of the
+// failure before a recovery, say).
 func (r *AssumedRoleReconciler) patchStatus(ctx context.Context, s *scope) error {
 	if equality.Semantic.DeepEqual(s.before, s.ar.Status) {
 		return nil
 	}
-	p := patch.Status{Before: &s.before, After: &s.ar.Status}
-	if !s.called {
-		p.ResourceVersion = s.ar.ResourceVersion
+	var p client.Patch = patch.Status{Before: &s.before, After: &s.ar.Status, ResourceVersion: s.ar.ResourceVersion}
+	if s.called {
+		p = patch.WholeStatus{Status: &s.ar.Status}
 	}
 	// The API server answers with the metadata only: nothing reads the object it wrote (the
-	// cache sees it through the watch), and decoding the whole of it cost an eighth of the
-	// operator's CPU per issuance.
+	// cache sees it through the watch), and decoding the whole of it is a large share of the
+	// operator's cost per issuance.
 	target := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: s.ar.Namespace, Name: s.ar.Name}}
 	target.SetGroupVersionKind(rkv1.GroupVersion.WithKind("AssumedRole"))
 	return r.Status().Patch(ctx, target, p)
@@ -158,16 +167,13 @@ func (r *AssumedRoleReconciler) resolveRequest(_ context.Context, s *scope) (boo
 
 // checkTemplate renders spec.secret.template with stand-in credentials of the longest real sizes,
 // so a template that cannot render is reported before any call to AWS and the Secret stays as
-// it was.
+// it was. Rendering is bounded in memory and work (pkg/secretdata), and runs only for
+// AssumedRoles some policy allows.
 func (r *AssumedRoleReconciler) checkTemplate(_ context.Context, s *scope) (bool, ctrl.Result, error) {
 	if s.ar.Spec.Secret.Template == nil {
 		return false, ctrl.Result{}, nil
 	}
-	standIn := secretdata.Input{
-		AccessKeyID: strings.Repeat("A", 128), SecretAccessKey: strings.Repeat("S", 128), SessionToken: strings.Repeat("T", 4096),
-		Expiration: s.now,
-	}
-	if _, err := secretdata.RenderTemplates(s.ar.Spec.Secret.Template.Data, templateValues(s, standIn)); err != nil {
+	if _, err := secretdata.RenderTemplates(s.ar.Spec.Secret.Template.Data, templateValues(s, secretdata.StandIn(s.now))); err != nil {
 		r.block(s, rkv1.ReasonTemplateInvalid, "spec.secret.template: "+sts.Redact(err.Error()), true)
 		return true, ctrl.Result{}, nil
 	}
@@ -186,7 +192,8 @@ func templateValues(s *scope, c secretdata.Input) secretdata.TemplateValues {
 	return v
 }
 
-// checkAccess refuses requests no AssumedRolePolicy allows, before any call to AWS.
+// checkAccess refuses requests no AssumedRolePolicy allows, before any call to AWS and before
+// anything else is done with the spec.
 func (r *AssumedRoleReconciler) checkAccess(ctx context.Context, s *scope) (bool, ctrl.Result, error) {
 	if !r.Options.RequireAccessPolicy {
 		return false, ctrl.Result{}, nil
@@ -199,12 +206,30 @@ func (r *AssumedRoleReconciler) checkAccess(ctx context.Context, s *scope) (bool
 	if err := r.Get(ctx, client.ObjectKey{Name: s.ar.Namespace}, &ns); err != nil {
 		return true, ctrl.Result{}, err
 	}
-	d := access.Evaluate(policies.Items, access.Namespace{Name: ns.Name, Labels: ns.Labels}, s.req.accessRequest(s.ar))
+	d := access.Evaluate(policies.Items, access.Namespace{Name: ns.Name, Labels: ns.Labels}, accessRequest(s.ar))
 	if !d.Allowed {
 		r.block(s, rkv1.ReasonNotPermitted, d.Message, true)
 		return true, ctrl.Result{}, nil // a policy or namespace change re-queues through the watches
 	}
 	return false, ctrl.Result{}, nil
+}
+
+// checkIdentity refuses, before any call, a session AWS would refuse because of who the operator
+// is. Signed by a role session (IRSA, EKS Pod Identity, an instance profile), every AssumeRole is
+// role chaining, which AWS caps at one hour. The identity is remembered, so this asks STS only
+// when the operator's credentials have changed.
+func (r *AssumedRoleReconciler) checkIdentity(ctx context.Context, s *scope) (bool, ctrl.Result, error) {
+	role := s.req.role
+	if role == nil || role.Chained || role.DurationSeconds <= sts.MaxChainedDurationSeconds {
+		return false, ctrl.Result{}, nil
+	}
+	id, err := r.STS.OwnIdentity(ctx)
+	if err != nil || !id.RoleSession() {
+		return false, ctrl.Result{}, nil //nolint:nilerr // not knowing who the operator is blocks nothing: AWS has the last word on the call
+	}
+	r.block(s, rkv1.ReasonRoleChainingLimit, fmt.Sprintf("spec.assumeRole.durationSeconds is %d, but the operator's own AWS identity %s is a role session (IRSA, EKS Pod Identity or an instance profile), so every AssumeRole it makes is role chaining, which AWS limits to %d s: set durationSeconds to %d or less",
+		role.DurationSeconds, id.Arn, sts.MaxChainedDurationSeconds, sts.MaxChainedDurationSeconds), true)
+	return true, ctrl.Result{}, nil
 }
 
 // loadSecret finds the target Secret and refuses to touch one this AssumedRole does not own.
@@ -216,9 +241,15 @@ func (r *AssumedRoleReconciler) loadSecret(ctx context.Context, s *scope) (bool,
 	if secret != nil && !owned {
 		return r.secretConflict(s)
 	}
-	s.secret = secret
+	r.setSecret(s, secret)
+	return false, ctrl.Result{}, nil
+}
+
+// setSecret records the Secret (nil when it does not exist) and what it holds.
+func (r *AssumedRoleReconciler) setSecret(s *scope, secret *corev1.Secret) {
+	s.secret, s.stamp, s.creds, s.credsOK, s.registries = secret, stamp{}, secretdata.Input{}, false, nil
 	if secret == nil {
-		return false, ctrl.Result{}, nil
+		return
 	}
 	s.stamp = stampOf(secret)
 	switch {
@@ -231,7 +262,6 @@ func (r *AssumedRoleReconciler) loadSecret(ctx context.Context, s *scope) (bool,
 	default:
 		s.creds, s.credsOK = secretdata.Credentials(secret.Data)
 	}
-	return false, ctrl.Result{}, nil
 }
 
 // secretConflict reports a target Secret this AssumedRole does not own; it is left untouched.
@@ -288,12 +318,27 @@ func spreadKey(ar *rkv1.AssumedRole) string { return ar.Namespace + "/" + ar.Nam
 // decide asks the checks; when nothing is due it repairs derived keys without calling AWS and
 // schedules the next renewal.
 func (r *AssumedRoleReconciler) decide(ctx context.Context, s *scope) (bool, ctrl.Result, error) {
+	if !r.due(s) {
+		return r.upToDate(ctx, s)
+	}
+	return r.waitForBackoff(s)
+}
+
+// due asks the checks in order and records the first that fires.
+func (r *AssumedRoleReconciler) due(s *scope) bool {
+	s.dueReason, s.dueMessage = "", ""
 	for _, c := range issueChecks {
 		if due, msg := c.due(r, s); due {
 			s.dueReason, s.dueMessage = c.reason, msg
-			return r.waitForBackoff(s)
+			return true
 		}
 	}
+	return false
+}
+
+// upToDate is the outcome when the Secret holds current credentials: keys someone edited are
+// repaired from them, status records them, and the reconcile sleeps until their renewal time.
+func (r *AssumedRoleReconciler) upToDate(ctx context.Context, s *scope) (bool, ctrl.Result, error) {
 	if err := r.repairSecret(ctx, s); err != nil {
 		return true, ctrl.Result{}, err
 	}
@@ -301,7 +346,14 @@ func (r *AssumedRoleReconciler) decide(ctx context.Context, s *scope) (bool, ctr
 	r.spread.Observe(spreadKey(s.ar), at)
 	setIssued(s.ar, issuedFacts{secretName: s.secret.Name, issuedAt: s.stamp.issuedAt, expiration: s.creds.Expiration, renewalTime: at})
 	s.ar.Status.RotateRequest = s.secret.Annotations[rkv1.AnnotationRotate]
-	return true, ctrl.Result{RequeueAfter: at.Sub(s.now)}, nil
+	return true, requeueAt(at, s.now), nil
+}
+
+// requeueAt asks to be woken at t. A time already past (a renewal due by the time a slow call
+// returned) wakes it at once rather than never: controller-runtime ignores a delay that is not
+// positive.
+func requeueAt(t, now time.Time) ctrl.Result {
+	return ctrl.Result{RequeueAfter: max(t.Sub(now), time.Second)}
 }
 
 // waitForBackoff holds an issuance back while a backoff from a failure of the same spec is in
@@ -321,6 +373,9 @@ func (r *AssumedRoleReconciler) waitForBackoff(s *scope) (bool, ctrl.Result, err
 
 // issue calls STS and writes the credentials into the Secret.
 func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl.Result, error) {
+	if done, res, err := r.confirmDue(ctx, s); done || err != nil {
+		return true, res, err
+	}
 	var res *sts.Result
 	var err error
 	s.called = true
@@ -339,13 +394,21 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl
 			return true, r.recordFailure(s, err), nil
 		}
 	}
-	first := s.secret == nil && s.ar.Status.LastIssuedTime == nil
+	first := s.secret == nil && s.before.LastIssuedTime == nil
 	slot, at := r.spread.Place(spreadKey(s.ar), res.IssuedAt, res.Credentials.Expiration, renewalPolicy(s.ar), string(s.ar.UID))
 	if err := r.writeSecret(ctx, s, res, slot); err != nil {
 		r.spread.Forget(spreadKey(s.ar)) // relearnt from the Secret on the next reconcile
 		if errors.Is(err, errSecretTaken) {
 			s.log.Info("discarded issued credentials: the Secret is taken", "secret", secretName(s.ar))
 			return r.secretConflict(s)
+		}
+		var terr *templateError
+		if errors.As(err, &terr) {
+			// The issued credentials did not fit the template where the stand-ins did (a session
+			// token longer than any seen): nothing is written, and nothing more is issued until
+			// the template changes.
+			r.block(s, rkv1.ReasonTemplateInvalid, "spec.secret.template: "+terr.msg, true)
+			return true, ctrl.Result{}, nil
 		}
 		return true, ctrl.Result{}, fmt.Errorf("writing Secret %s after a successful %s: %w", secretName(s.ar), operation(s.req), err)
 	}
@@ -368,7 +431,30 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl
 		r.event(s.ar, corev1.EventTypeNormal, reason, "Issue", "%s: credentials in Secret %s valid until %s (%s)", operation(s.req), secretName(s.ar), rfc3339(res.Credentials.Expiration), s.dueReason)
 	}
 	s.log.Info("issued credentials", "reason", s.dueReason, "secret", secretName(s.ar), "expiration", rfc3339(res.Credentials.Expiration), "renewal", rfc3339(at))
-	return true, ctrl.Result{RequeueAfter: at.Sub(r.Clock.Now())}, nil
+	return true, requeueAt(at, r.Clock.Now()), nil
+}
+
+// confirmDue reads the Secret past the cache right before STS is called, and asks the checks
+// again on it. The cache can lag the operator's own last write: a status write retried a moment
+// after an issuance, or a policy or namespace event right after one, would otherwise find the old
+// Secret, call STS a second time and roll the workloads again. A Secret of that name found to
+// be someone else's stops the issuance before anything is sent to AWS.
+func (r *AssumedRoleReconciler) confirmDue(ctx context.Context, s *scope) (bool, ctrl.Result, error) {
+	live := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: s.ar.Namespace, Name: secretName(s.ar)}, live)
+	switch {
+	case apierrors.IsNotFound(err):
+		live = nil
+	case err != nil:
+		return true, ctrl.Result{}, err
+	case !metav1.IsControlledBy(live, s.ar):
+		return r.secretConflict(s)
+	}
+	r.setSecret(s, live)
+	if r.due(s) {
+		return false, ctrl.Result{}, nil
+	}
+	return r.upToDate(ctx, s)
 }
 
 // ecrLogin exchanges the fresh session for an ECR login token. The Secret then expires with
@@ -429,7 +515,7 @@ func (r *AssumedRoleReconciler) recordFailure(s *scope, err error) ctrl.Result {
 	if s.credsOK && s.secret.Annotations[rkv1.AnnotationRequestHash] == s.req.hash {
 		validUntil = s.creds.Expiration
 	}
-	setIssueFailed(s.ar, failureFacts{code: code, message: message, retryable: retryable, at: s.now, retryAt: retryAt, dueReason: s.dueReason, validUntil: validUntil})
+	setIssueFailed(s.ar, failureFacts{code: code, message: message, retryable: retryable, at: s.now, retryAt: retryAt, dueReason: s.dueReason, validUntil: validUntil, reason: failureReason(err)})
 	if prev == nil || prev.Code != code {
 		r.event(s.ar, corev1.EventTypeWarning, rkv1.ReasonIssueFailed, "Issue", "%s failed with %s: %s", failedOperation(err, s.req), code, message)
 	}
@@ -458,15 +544,47 @@ func failureMessage(err error, req *request) string {
 	case "RegionDisabledException":
 		msg += "; activate STS in this region for the account, or set spec.region to an active region"
 	case "PackedPolicyTooLarge":
-		msg += "; shorten the session policy or use fewer or shorter session tags"
+		msg += "; the limit is shared by the session policy, the session tags (the operator adds " + TagNamespace + " and " + TagName + ") and the transitive tags the signing session passes on (an EKS Pod Identity session brings six, about three quarters of the limit): shorten the policy, use fewer or shorter tags, or set disableSessionTags on the operator's pod identity association"
 	case "AccessDeniedException":
 		if e.Operation == "GetAuthorizationToken" {
 			msg += "; the role's identity policy must allow ecr:GetAuthorizationToken (and ecr:BatchGetImage, ecr:GetDownloadUrlForLayer on the repositories to pull)"
 		}
-	case "ExpiredToken", "InvalidClientTokenId":
+	case "ExpiredToken":
+		msg += "; the credentials that signed the call had expired (the operator's own session rolled over, or spec.source rotated): retrying with fresh ones"
+	case "InvalidClientTokenId":
 		msg += "; the identity that signs the call (the operator's, or spec.source) is not valid"
 	}
+	if transitiveConflict(e) {
+		if req.role != nil && req.role.Chained {
+			msg += "; the source's session passes transitive session tags that this request sets to other values, which AWS refuses: change the source's transitiveTagKeys or these tags"
+		} else {
+			msg += "; the operator's own session carries transitive session tags that this request sets to other values, which AWS refuses. EKS Pod Identity adds six, kubernetes-namespace among them: set disableSessionTags on the operator's pod identity association (or run the operator with --session-tags=false, losing the namespace tag)"
+		}
+	}
 	return msg
+}
+
+// transitiveConflict reports AWS's refusal to change a transitive tag the signing session
+// carries. AWS documents that transitive tags cannot be overridden in later sessions, not the
+// error it answers with; this matches a parameter error whose message speaks of transitive tags,
+// which is what the emulator answers and what AWS is reported to answer.
+func transitiveConflict(e *sts.Error) bool {
+	return (e.Code == "InvalidParameterValue" || e.Code == "ValidationError") && strings.Contains(strings.ToLower(e.Message), "transitive")
+}
+
+// failureReason is the condition reason of a failed call: IssueFailed, or a reason of its own
+// for causes a user must act on in a particular way.
+func failureReason(err error) string {
+	var e *sts.Error
+	switch {
+	case !errors.As(err, &e):
+		return rkv1.ReasonIssueFailed
+	case e.Code == sts.CodeRegionUnknown:
+		return rkv1.ReasonRegionUnknown
+	case transitiveConflict(e):
+		return rkv1.ReasonTransitiveTagConflict
+	}
+	return rkv1.ReasonIssueFailed
 }
 
 // block records a reason issuing cannot proceed, with an event on the transition.

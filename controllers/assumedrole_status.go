@@ -79,11 +79,16 @@ type failureFacts struct {
 	// validUntil is the expiry of credentials still in the Secret and current for the spec; zero
 	// when there are none.
 	validUntil time.Time
+	// reason is the Ready and Stalled reason: ReasonIssueFailed unless the cause has its own.
+	reason string
 }
 
 // setIssueFailed records a failed call to STS. Retryable failures keep Ready=True while the
 // Secret still holds valid credentials for the spec; terminal ones set Stalled.
 func setIssueFailed(ar *rkv1.AssumedRole, f failureFacts) {
+	if f.reason == "" {
+		f.reason = rkv1.ReasonIssueFailed
+	}
 	st := &ar.Status
 	st.FailedAttempts++
 	st.LastFailure = &rkv1.IssueFailure{Code: f.code, Message: f.message, Time: timePtr(f.at), Generation: ar.Generation, Retryable: f.retryable}
@@ -93,8 +98,8 @@ func setIssueFailed(ar *rkv1.AssumedRole, f failureFacts) {
 		setCondition(ar, rkv1.ConditionIssuing, metav1.ConditionTrue, f.dueReason, fmt.Sprintf("%s; retrying at %s", attempt, rfc3339(f.retryAt)))
 		setCondition(ar, rkv1.ConditionStalled, metav1.ConditionFalse, rkv1.ReasonIssueFailed, "")
 	} else {
-		setCondition(ar, rkv1.ConditionIssuing, metav1.ConditionFalse, rkv1.ReasonIssueFailed, attempt)
-		setCondition(ar, rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonIssueFailed,
+		setCondition(ar, rkv1.ConditionIssuing, metav1.ConditionFalse, f.reason, attempt)
+		setCondition(ar, rkv1.ConditionStalled, metav1.ConditionTrue, f.reason,
 			fmt.Sprintf("%s; retrying at %s or when the spec changes", attempt, rfc3339(f.retryAt)))
 	}
 	if f.retryable && !f.validUntil.IsZero() && f.at.Before(f.validUntil) {
@@ -102,7 +107,7 @@ func setIssueFailed(ar *rkv1.AssumedRole, f failureFacts) {
 			fmt.Sprintf("credentials in Secret %s remain valid until %s; renewal is failing (%s) and retries at %s", st.SecretName, rfc3339(f.validUntil), f.code, rfc3339(f.retryAt)))
 		return
 	}
-	setCondition(ar, rkv1.ConditionReady, metav1.ConditionFalse, rkv1.ReasonIssueFailed, attempt)
+	setCondition(ar, rkv1.ConditionReady, metav1.ConditionFalse, f.reason, attempt)
 }
 
 // setBlocked records that issuing cannot proceed for a reason outside AWS: NotPermitted,

@@ -23,10 +23,16 @@ import (
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
 )
 
-func podTemplate(name string) corev1.PodTemplateSpec {
+// podTemplate is the pod template of a workload named name that reads Secret secret (none when "")
+// into its environment.
+func podTemplate(name, secret string) corev1.PodTemplateSpec {
+	c := corev1.Container{Name: "app", Image: "app:1"}
+	if secret != "" {
+		c.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: secret}}}}
+	}
 	return corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1"}}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{c}},
 	}
 }
 
@@ -36,10 +42,16 @@ func (h *harness) workloads() {
 	sel := func(name string) *metav1.LabelSelector {
 		return &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}
 	}
+	// db mounts the Secret instead of reading it into the environment.
+	db := podTemplate("db", "")
+	db.Spec.Volumes = []corev1.Volume{{Name: "aws", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+		{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "app"}}}}}}}}
 	objs := []client.Object{
-		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: h.ns}, Spec: appsv1.DeploymentSpec{Selector: sel("api"), Template: podTemplate("api")}},
-		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "unlisted", Namespace: h.ns}, Spec: appsv1.DeploymentSpec{Selector: sel("unlisted"), Template: podTemplate("unlisted")}},
-		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: h.ns}, Spec: appsv1.StatefulSetSpec{Selector: sel("db"), Template: podTemplate("db")}},
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: h.ns}, Spec: appsv1.DeploymentSpec{Selector: sel("api"), Template: podTemplate("api", "app")}},
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "unlisted", Namespace: h.ns}, Spec: appsv1.DeploymentSpec{Selector: sel("unlisted"), Template: podTemplate("unlisted", "app")}},
+		// bystander is listed but does not use the Secret: a tenant cannot roll it.
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "bystander", Namespace: h.ns}, Spec: appsv1.DeploymentSpec{Selector: sel("bystander"), Template: podTemplate("bystander", "other")}},
+		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: h.ns}, Spec: appsv1.StatefulSetSpec{Selector: sel("db"), Template: db}},
 	}
 	for _, o := range objs {
 		if err := k8s.Create(ctx, o); err != nil {
@@ -62,8 +74,9 @@ func restartedAt(t *testing.T, obj client.Object) (string, int64) {
 	return "", 0
 }
 
-// Rollout restart patches exactly the listed targets, once per rotation and not on the first
-// issue; a missing target is reported without failing the rotation.
+// Rollout restart patches exactly the listed targets that use the Secret, once per rotation and
+// not on the first issue; a listed workload that does not use the Secret is left alone and
+// reported, and so is a missing target, without failing the rotation.
 func TestRolloutRestartOncePerRotation(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, ststest.Options{TimeScale: 90}) // 900 s lasts 10 s
@@ -71,9 +84,10 @@ func TestRolloutRestartOncePerRotation(t *testing.T) {
 	h.start()
 	h.assumedRole("app", func(ar *rkv1.AssumedRole) {
 		ar.Spec.AssumeRole.DurationSeconds = ptr.To[int32](900)
-		ar.Spec.RolloutRestartTargets = []rkv1.RolloutRestartTarget{{Kind: "Deployment", Name: "api"}, {Kind: "StatefulSet", Name: "db"}, {Kind: "DaemonSet", Name: "missing"}}
+		ar.Spec.RolloutRestartTargets = []rkv1.RolloutRestartTarget{{Kind: "Deployment", Name: "api"}, {Kind: "StatefulSet", Name: "db"}, {Kind: "DaemonSet", Name: "missing"}, {Kind: "Deployment", Name: "bystander"}}
 	})
 	api := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: h.ns}}
+	bystander := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "bystander", Namespace: h.ns}}
 	db := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: h.ns}}
 	unlisted := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "unlisted", Namespace: h.ns}}
 
@@ -84,6 +98,7 @@ func TestRolloutRestartOncePerRotation(t *testing.T) {
 	_, apiGen0 := restartedAt(t, api)
 	_, dbGen0 := restartedAt(t, db)
 	_, unlistedGen0 := restartedAt(t, unlisted)
+	_, bystanderGen0 := restartedAt(t, bystander)
 
 	// Two rotations.
 	var issued []string
@@ -100,6 +115,9 @@ func TestRolloutRestartOncePerRotation(t *testing.T) {
 	if _, gen := restartedAt(t, unlisted); gen != unlistedGen0 {
 		t.Errorf("an unlisted Deployment was changed")
 	}
+	if stamp, gen := restartedAt(t, bystander); gen != bystanderGen0 || stamp != "" {
+		t.Errorf("a listed Deployment that does not use the Secret was restarted")
+	}
 	if apiGen-apiGen0 != rotations || dbGen-dbGen0 != rotations {
 		t.Errorf("after %d rotations the Deployment moved %d generations and the StatefulSet %d; want one each per rotation", rotations, apiGen-apiGen0, dbGen-dbGen0)
 	}
@@ -108,14 +126,16 @@ func TestRolloutRestartOncePerRotation(t *testing.T) {
 		t.Errorf("restartedAt %q / %q, want the Secret's issue time %q", apiStamp, dbStamp, last)
 	}
 	rr := ar.Status.RolloutRestart
-	if fmt.Sprint(rr.Restarted) != "[Deployment/api StatefulSet/db]" || fmt.Sprint(rr.NotFound) != "[DaemonSet/missing]" {
+	if fmt.Sprint(rr.Restarted) != "[Deployment/api StatefulSet/db]" || fmt.Sprint(rr.NotFound) != "[DaemonSet/missing]" || fmt.Sprint(rr.Skipped) != "[Deployment/bystander]" {
 		t.Errorf("rolloutRestart %+v", rr)
 	}
-	if c := condition(ar, rkv1.ConditionReady); c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "not found: DaemonSet/missing") {
+	if c := condition(ar, rkv1.ConditionReady); c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "not found: DaemonSet/missing") ||
+		!strings.Contains(c.Message, "skipped (their pods do not use the Secret): Deployment/bystander") {
 		t.Errorf("Ready %+v", c)
 	}
 	events := strings.Join(h.events(), "\n")
-	if !strings.Contains(events, "RolloutRestarted: restarted Deployment/api, StatefulSet/db") || !strings.Contains(events, "RolloutRestarted: could not restart") {
+	if !strings.Contains(events, "RolloutRestarted: restarted Deployment/api, StatefulSet/db") || !strings.Contains(events, "could not restart DaemonSet/missing") ||
+		!strings.Contains(events, "did not restart Deployment/bystander: their pod templates do not use Secret app") {
 		t.Errorf("events:\n%s", events)
 	}
 }

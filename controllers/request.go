@@ -51,20 +51,14 @@ func buildRequest(ar *rkv1.AssumedRole, opts Options) (*request, error) {
 		req := sts.AssumeRoleRequest{
 			Region:            region,
 			RoleArn:           in.RoleArn,
-			SessionName:       in.SessionName,
-			DurationSeconds:   sts.DefaultDurationSeconds,
+			SessionName:       sessionName(ar),
+			DurationSeconds:   roleDuration(in),
 			ExternalID:        in.ExternalID,
 			SourceIdentity:    in.SourceIdentity,
 			Policy:            in.Policy,
 			PolicyArns:        in.PolicyArns,
 			TransitiveTagKeys: in.TransitiveTagKeys,
 			Chained:           spec.Source != nil,
-		}
-		if req.SessionName == "" {
-			req.SessionName = sts.DefaultSessionName(ar.Namespace, ar.Name)
-		}
-		if in.DurationSeconds != nil {
-			req.DurationSeconds = *in.DurationSeconds
 		}
 		for _, t := range in.Tags {
 			req.Tags = append(req.Tags, sts.Tag{Key: t.Key, Value: t.Value})
@@ -76,6 +70,9 @@ func buildRequest(ar *rkv1.AssumedRole, opts Options) (*request, error) {
 			}
 		}
 		r.sentTags = len(req.Tags) > 0
+		if err := operatorTagsSent(in.TransitiveTagKeys, opts); err != nil {
+			return r, err
+		}
 		if region == "" {
 			return r, fmt.Errorf("no AWS region: set spec.region or start the operator with --region")
 		}
@@ -90,10 +87,7 @@ func buildRequest(ar *rkv1.AssumedRole, opts Options) (*request, error) {
 			Region:          region,
 			TargetPrincipal: in.TargetPrincipal,
 			TaskPolicyArn:   sts.TaskPolicyArn(region, string(in.TaskPolicy)),
-			DurationSeconds: sts.MaxRootDurationSeconds,
-		}
-		if in.DurationSeconds != nil {
-			req.DurationSeconds = *in.DurationSeconds
+			DurationSeconds: rootDuration(in),
 		}
 		if err := req.Validate(); err != nil {
 			return r, err
@@ -121,6 +115,20 @@ func buildRequest(ar *rkv1.AssumedRole, opts Options) (*request, error) {
 	return r, nil
 }
 
+// operatorTagsSent refuses transitiveTagKeys that name one of the operator's own tags when the
+// operator's flags mean it does not send that tag: admission cannot know the flags.
+func operatorTagsSent(transitive []string, opts Options) error {
+	for _, k := range transitive {
+		switch lk := strings.ToLower(k); {
+		case (lk == TagNamespace || lk == TagName || lk == TagCluster) && !opts.SessionTags:
+			return fmt.Errorf("transitiveTagKeys names %s, but the operator runs with --session-tags=false and sends no tags of its own: remove %s from transitiveTagKeys", k, k)
+		case lk == TagCluster && opts.ClusterName == "":
+			return fmt.Errorf("transitiveTagKeys names %s, but the operator runs without --cluster-name and so sends no %s tag: remove it from transitiveTagKeys, or have the administrator set --cluster-name", k, TagCluster)
+		}
+	}
+	return nil
+}
+
 func extendHash(hash, part string) string {
 	sum := sha256.Sum256([]byte(hash + "\x00" + part))
 	return hex.EncodeToString(sum[:])
@@ -134,12 +142,39 @@ func secretType(ar *rkv1.AssumedRole) corev1.SecretType {
 	return corev1.SecretTypeOpaque
 }
 
-// accessRequest is the request as AssumedRolePolicies see it.
-func (r *request) accessRequest(ar *rkv1.AssumedRole) access.Request {
-	if r.role != nil {
-		return access.Request{RoleArn: r.role.RoleArn, DurationSeconds: r.role.DurationSeconds}
+// accessRequest is what an AssumedRole asks for as AssumedRolePolicies see it, read from the
+// spec alone: the access check runs before anything else is done with the spec.
+func accessRequest(ar *rkv1.AssumedRole) access.Request {
+	if in := ar.Spec.AssumeRole; in != nil {
+		return access.Request{RoleArn: in.RoleArn, DurationSeconds: roleDuration(in), SessionName: sessionName(ar), SourceIdentity: in.SourceIdentity}
 	}
-	return access.Request{TargetPrincipal: r.root.TargetPrincipal, TaskPolicy: ar.Spec.AssumeRoot.TaskPolicy, DurationSeconds: r.root.DurationSeconds}
+	if in := ar.Spec.AssumeRoot; in != nil {
+		return access.Request{TargetPrincipal: in.TargetPrincipal, TaskPolicy: in.TaskPolicy, DurationSeconds: rootDuration(in)}
+	}
+	return access.Request{}
+}
+
+// roleDuration is the session duration an AssumeRole asks for.
+func roleDuration(in *rkv1.AssumeRoleSpec) int32 {
+	if in.DurationSeconds != nil {
+		return *in.DurationSeconds
+	}
+	return sts.DefaultDurationSeconds
+}
+
+func rootDuration(in *rkv1.AssumeRootSpec) int32 {
+	if in.DurationSeconds != nil {
+		return *in.DurationSeconds
+	}
+	return sts.MaxRootDurationSeconds
+}
+
+// sessionName is the role session name an AssumeRole sends: the spec's, or "<namespace>.<name>".
+func sessionName(ar *rkv1.AssumedRole) string {
+	if n := ar.Spec.AssumeRole.SessionName; n != "" {
+		return n
+	}
+	return sts.DefaultSessionName(ar.Namespace, ar.Name)
 }
 
 // renewalPolicy is the spec's renewal setting for pkg/renewal.

@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"strconv"
 	"time"
@@ -90,7 +89,7 @@ func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, 
 	if tmpl := ar.Spec.Secret.Template; tmpl != nil && s.req.ecr == nil {
 		rendered, err := secretdata.RenderTemplates(tmpl.Data, templateValues(s, creds))
 		if err != nil {
-			return nil, fmt.Errorf("spec.secret.template: %s", sts.Redact(err.Error()))
+			return nil, &templateError{msg: sts.Redact(err.Error())}
 		}
 		maps.Copy(secret.Data, rendered)
 	}
@@ -112,9 +111,16 @@ func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, 
 	return secret, nil
 }
 
+// templateError: spec.secret.template does not render with the credentials at hand.
+type templateError struct{ msg string }
+
+func (e *templateError) Error() string { return "spec.secret.template: " + e.msg }
+
 // writeSecret writes freshly issued credentials: create, or update in place (never delete and
-// re-create). On a write conflict it re-reads the Secret and tries again, so the credentials of
-// a successful STS call are not thrown away.
+// re-create). When the Secret changed since it was read, it is read again and written again, so
+// the credentials of a successful STS call are not thrown away; each copy read again is checked
+// to be this AssumedRole's (one deleted and re-created by someone else meanwhile is never
+// adopted), and one found gone is created.
 func (r *AssumedRoleReconciler) writeSecret(ctx context.Context, s *scope, res *sts.Result, slot int) error {
 	creds := secretdata.Input{AccessKeyID: res.Credentials.AccessKeyID, SecretAccessKey: res.Credentials.SecretAccessKey, SessionToken: res.Credentials.SessionToken, Expiration: res.Credentials.Expiration}
 	desired, err := r.desiredSecret(s, creds, stamp{issuedAt: res.IssuedAt, requestHash: s.req.hash, rotate: s.ar.Annotations[rkv1.AnnotationRotate], slot: slot})
@@ -122,44 +128,64 @@ func (r *AssumedRoleReconciler) writeSecret(ctx context.Context, s *scope, res *
 		return err
 	}
 	current := s.secret
+	// again re-reads the Secret and asks RetryOnConflict for another attempt.
+	again := func() error {
+		var err error
+		if current, err = r.readOwned(ctx, desired, s.ar); err != nil {
+			return err
+		}
+		return errChanged
+	}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if current == nil {
 			err := r.Create(ctx, desired)
 			if !apierrors.IsAlreadyExists(err) {
 				return err
 			}
-			current = &corev1.Secret{}
-			if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), current); err != nil {
-				return err
-			}
-			if !metav1.IsControlledBy(current, s.ar) {
-				return errSecretTaken
-			}
+			return again()
 		}
 		if current.Type != desired.Type {
 			// A Secret's type cannot change: replace it, and only the copy that was read.
-			if err := r.Delete(ctx, current, client.Preconditions{UID: &current.UID, ResourceVersion: &current.ResourceVersion}); client.IgnoreNotFound(err) != nil {
+			err := r.Delete(ctx, current, client.Preconditions{UID: &current.UID, ResourceVersion: &current.ResourceVersion})
+			switch {
+			case apierrors.IsConflict(err): // changed since it was read
+				return again()
+			case client.IgnoreNotFound(err) != nil:
 				return err
 			}
 			s.log.Info("replaced Secret to change its type", "secret", desired.Name, "from", current.Type, "to", desired.Type)
 			current = nil
-			return apierrors.NewConflict(corev1.Resource("secrets"), desired.Name, errTypeChanged)
+			return errChanged
 		}
 		update := current.DeepCopy()
 		update.Labels, update.Annotations, update.Data, update.Type = desired.Labels, desired.Annotations, desired.Data, desired.Type
 		update.OwnerReferences = desired.OwnerReferences
 		err := r.Update(ctx, update)
-		if apierrors.IsConflict(err) {
-			current = &corev1.Secret{}
-			if gerr := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), current); gerr != nil {
-				return gerr
-			}
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			return again()
 		}
 		return err
 	})
 }
 
-var errTypeChanged = apierrors.NewBadRequest("the Secret was deleted to change its type; creating it again")
+// readOwned reads the Secret past the cache: nil when it is gone, errSecretTaken when it is not
+// this AssumedRole's.
+func (r *AssumedRoleReconciler) readOwned(ctx context.Context, desired *corev1.Secret, ar *rkv1.AssumedRole) (*corev1.Secret, error) {
+	current := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), current)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case !metav1.IsControlledBy(current, ar):
+		return nil, errSecretTaken
+	}
+	return current, nil
+}
+
+// errChanged makes RetryOnConflict write again after the Secret was read anew.
+var errChanged = apierrors.NewConflict(corev1.Resource("secrets"), "", errors.New("the Secret changed while it was written; writing it again"))
 
 // errSecretTaken: the Secret exists and this AssumedRole does not own it.
 var errSecretTaken = errors.New("the Secret exists and is not owned by this AssumedRole")

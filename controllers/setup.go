@@ -37,7 +37,7 @@ func NewScheme() *runtime.Scheme {
 
 // SetupWithManager registers the reconciler and its watches: AssumedRoles (spec and annotation
 // changes, not their own status writes), the Secrets they own, AssumedRolePolicies and namespace
-// labels (access may change), and the status of chain sources.
+// labels (access may change), and the status and issuances of chain sources.
 func (r *AssumedRoleReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
@@ -63,6 +63,7 @@ func (r *AssumedRoleReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		Watches(&rkv1.AssumedRolePolicy{}, handler.EnqueueRequestsFromMapFunc(r.allAssumedRoles)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.assumedRolesIn), builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Watches(&rkv1.AssumedRole{}, handler.EnqueueRequestsFromMapFunc(r.dependents)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.dependentsOfSecret), builder.WithPredicates(issuances)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
 		Complete(r)
 }
@@ -77,6 +78,16 @@ var secretChangedByOthers = predicate.Funcs{
 	GenericFunc: func(event.GenericEvent) bool { return false },
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		return e.ObjectOld.GetAnnotations()[rkv1.AnnotationIssuedAt] == e.ObjectNew.GetAnnotations()[rkv1.AnnotationIssuedAt]
+	},
+}
+
+// issuances passes the Secret events of an issuance: a new Secret, or new credentials in one.
+var issuances = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return true },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectOld.GetAnnotations()[rkv1.AnnotationIssuedAt] != e.ObjectNew.GetAnnotations()[rkv1.AnnotationIssuedAt]
 	},
 }
 
@@ -120,9 +131,22 @@ func (r *AssumedRoleReconciler) serves(namespace string) bool {
 
 // dependents re-queues the AssumedRoles that chain from o, so they issue as soon as it is ready.
 func (r *AssumedRoleReconciler) dependents(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.dependentsOf(ctx, o.GetNamespace(), o.GetName())
+}
+
+// dependentsOfSecret re-queues the AssumedRoles that chain from the owner of a Secret that was
+// just issued, so that one waiting for fresh source credentials signs with them at once.
+func (r *AssumedRoleReconciler) dependentsOfSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.dependentsOf(ctx, o.GetNamespace(), o.GetLabels()[rkv1.LabelAssumedRole])
+}
+
+func (r *AssumedRoleReconciler) dependentsOf(ctx context.Context, namespace, source string) []reconcile.Request {
+	if source == "" {
+		return nil
+	}
 	var list rkv1.AssumedRoleList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{sourceIndex: o.GetName()}); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "listing dependent AssumedRoles", "source", o.GetName())
+	if err := r.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{sourceIndex: source}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing dependent AssumedRoles", "source", source)
 		return nil
 	}
 	return requests(&list)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/pkg/renewal"
 	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
 )
@@ -21,81 +23,178 @@ import (
 const maxChainDepth = 16
 
 // resolveSource loads the credentials of spec.source.assumedRoleRef (role chaining). It waits
-// (SourceNotReady) while the source has no valid credentials and refuses chains that loop back.
-// Nothing is read when nothing is due, so a steady chain costs no extra work.
+// (SourceNotReady) while the source has no credentials fit to sign with, and refuses chains that
+// loop back or whose sessions AWS would refuse. Nothing is read when nothing is due, so a steady
+// chain costs no extra work.
 func (r *AssumedRoleReconciler) resolveSource(ctx context.Context, s *scope) (bool, ctrl.Result, error) {
 	if s.ar.Spec.Source == nil {
 		return false, ctrl.Result{}, nil
 	}
-	chain := []string{s.ar.Name}
-	name := s.ar.Spec.Source.AssumedRoleRef.Name
-	var first *rkv1.AssumedRole
-	for depth := 0; depth < maxChainDepth; depth++ {
-		for _, seen := range chain {
-			if seen == name {
-				r.block(s, rkv1.ReasonInvalidSpec, fmt.Sprintf("spec.source forms a cycle: %s -> %s; break the chain", strings.Join(chain, " -> "), name), true)
-				return true, ctrl.Result{}, nil
-			}
-		}
-		src := &rkv1.AssumedRole{}
-		err := r.Get(ctx, client.ObjectKey{Namespace: s.ar.Namespace, Name: name}, src)
-		if apierrors.IsNotFound(err) {
-			break // a missing link cannot loop; reported below if it is the direct source
-		}
-		if err != nil {
-			return true, ctrl.Result{}, err
-		}
-		if first == nil {
-			first = src
-		}
-		if src.Spec.Source == nil {
-			break
-		}
-		chain = append(chain, name)
-		name = src.Spec.Source.AssumedRoleRef.Name
-	}
-	ref := s.ar.Spec.Source.AssumedRoleRef.Name
-	if first == nil {
-		r.block(s, rkv1.ReasonSourceNotReady, fmt.Sprintf("source AssumedRole %s does not exist in namespace %s", ref, s.ar.Namespace), false)
-		return true, ctrl.Result{}, nil // its creation re-queues this AssumedRole
-	}
-	if first.Spec.Secret.ECR != nil {
-		r.block(s, rkv1.ReasonInvalidSpec, fmt.Sprintf("source AssumedRole %s writes an image-pull Secret, which holds no AWS credentials; chain from an AssumedRole with the default Secret type", ref), true)
-		return true, ctrl.Result{}, nil
-	}
-	creds, ok, err := r.sourceCredentials(ctx, first)
+	links, cycle, err := r.chain(ctx, s.ar)
 	if err != nil {
 		return true, ctrl.Result{}, err
 	}
-	if !ok {
-		r.block(s, rkv1.ReasonSourceNotReady, fmt.Sprintf("source AssumedRole %s has no valid credentials yet", ref), false)
+	if cycle != "" {
+		r.block(s, rkv1.ReasonInvalidSpec, "spec.source forms a cycle: "+cycle+"; break the chain", true)
+		return true, ctrl.Result{}, nil
+	}
+	ref := s.ar.Spec.Source.AssumedRoleRef.Name
+	if len(links) == 0 {
+		r.block(s, rkv1.ReasonSourceNotReady, fmt.Sprintf("source AssumedRole %s does not exist in namespace %s", ref, s.ar.Namespace), false)
+		return true, ctrl.Result{}, nil // its creation re-queues this AssumedRole
+	}
+	src := links[0]
+	if src.Spec.Secret.ECR != nil {
+		r.block(s, rkv1.ReasonInvalidSpec, fmt.Sprintf("source AssumedRole %s writes an image-pull Secret, which holds no AWS credentials; chain from an AssumedRole with the default Secret type", ref), true)
+		return true, ctrl.Result{}, nil
+	}
+	if msg := r.inheritedConflict(s, links); msg != "" {
+		r.block(s, rkv1.ReasonInvalidSpec, msg, true)
+		return true, ctrl.Result{}, nil
+	}
+	creds, why, err := r.sourceCredentials(ctx, src)
+	if err != nil {
+		return true, ctrl.Result{}, err
+	}
+	if why != "" {
+		// The source's next issuance changes its Secret, which re-queues this AssumedRole.
+		r.block(s, rkv1.ReasonSourceNotReady, fmt.Sprintf("source AssumedRole %s %s", ref, why), false)
 		return true, ctrl.Result{}, nil
 	}
 	s.source = creds
 	return false, ctrl.Result{}, nil
 }
 
-// sourceCredentials reads the current credentials of a source AssumedRole from its Secret, only
-// when that Secret is its own and Ready says they are current.
-func (r *AssumedRoleReconciler) sourceCredentials(ctx context.Context, src *rkv1.AssumedRole) (*sts.Credentials, bool, error) {
-	if !meta.IsStatusConditionTrue(src.Status.Conditions, rkv1.ConditionReady) {
-		return nil, false, nil
+// chain follows spec.source from ar: the AssumedRoles it names, the direct source first, as far
+// as they exist. cycle describes a loop back to an AssumedRole already on the chain.
+func (r *AssumedRoleReconciler) chain(ctx context.Context, ar *rkv1.AssumedRole) (links []*rkv1.AssumedRole, cycle string, err error) {
+	names := []string{ar.Name}
+	name := ar.Spec.Source.AssumedRoleRef.Name
+	for range maxChainDepth {
+		for _, seen := range names {
+			if seen == name {
+				return links, strings.Join(names, " -> ") + " -> " + name, nil
+			}
+		}
+		src := &rkv1.AssumedRole{}
+		err := r.Get(ctx, client.ObjectKey{Namespace: ar.Namespace, Name: name}, src)
+		if apierrors.IsNotFound(err) {
+			return links, "", nil // a missing link cannot loop; reported if it is the direct source
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		links = append(links, src)
+		if src.Spec.Source == nil {
+			return links, "", nil
+		}
+		names = append(names, name)
+		name = src.Spec.Source.AssumedRoleRef.Name
+	}
+	return links, "", nil
+}
+
+// inheritedConflict explains why AWS would refuse this request signed by the source's session:
+// it sets a tag that the source passes on as transitive with another value (AWS lets no later
+// session in a chain change a transitive tag; that the same value is accepted is inferred from
+// AWS's wording, "override"). kubernetes-name, which every AssumedRole sets to its own name, is
+// the usual case: marked transitive on a source, it makes every chain from it fail.
+func (r *AssumedRoleReconciler) inheritedConflict(s *scope, links []*rkv1.AssumedRole) string {
+	if s.req.role == nil {
+		return ""
+	}
+	inherited := r.inheritedTags(links)
+	for _, t := range s.req.role.Tags {
+		in, ok := inherited[strings.ToLower(t.Key)]
+		if !ok || in.value == t.Value {
+			continue
+		}
+		fix := fmt.Sprintf("remove %s from the transitiveTagKeys of AssumedRole %s", in.key, in.from)
+		if !isOperatorTag(t.Key) {
+			fix += " or give this tag another key"
+		}
+		return fmt.Sprintf("this AssumedRole sets session tag %s=%s, but AssumedRole %s passes %s=%s on as a transitive tag to every session chained from it, and AWS refuses to change a transitive tag: %s",
+			t.Key, t.Value, in.from, in.key, in.value, fix)
+	}
+	return ""
+}
+
+// inheritedTag is a transitive tag a chain passes on, and the AssumedRole that set it.
+type inheritedTag struct{ key, value, from string }
+
+// inheritedTags are the transitive tags the direct source's sessions carry, by lower-case key:
+// the tags each link marks transitive, on top of those its own source passes on (which no link
+// can change, so the farthest link's value stands).
+func (r *AssumedRoleReconciler) inheritedTags(links []*rkv1.AssumedRole) map[string]inheritedTag {
+	out := map[string]inheritedTag{}
+	for i := len(links) - 1; i >= 0; i-- {
+		req, err := buildRequest(links[i], r.Options)
+		if err != nil || req.role == nil {
+			continue
+		}
+		transitive := map[string]bool{}
+		for _, k := range req.role.TransitiveTagKeys {
+			transitive[strings.ToLower(k)] = true
+		}
+		for _, t := range req.role.Tags {
+			k := strings.ToLower(t.Key)
+			if _, set := out[k]; transitive[k] && !set {
+				out[k] = inheritedTag{key: t.Key, value: t.Value, from: links[i].Name}
+			}
+		}
+	}
+	return out
+}
+
+func isOperatorTag(key string) bool {
+	switch strings.ToLower(key) {
+	case TagNamespace, TagName, TagCluster:
+		return true
+	}
+	return false
+}
+
+// sourceCredentials reads the current credentials of a source AssumedRole from its Secret. They
+// are used only when the Secret is the source's own and was issued for the source's current
+// spec: when the source is Ready, or not Ready only because its latest renewal failed while
+// those credentials are still valid. They are never used in their last moments (the margin the
+// source itself renews in at the latest): a session signed with them could reach AWS after they
+// expired. why says what the chain waits for; "" when the credentials can be used.
+func (r *AssumedRoleReconciler) sourceCredentials(ctx context.Context, src *rkv1.AssumedRole) (*sts.Credentials, string, error) {
+	ready := meta.FindStatusCondition(src.Status.Conditions, rkv1.ConditionReady)
+	failing := ready != nil && ready.Status == metav1.ConditionFalse && failedIssuance(ready.Reason)
+	if ready == nil || (ready.Status != metav1.ConditionTrue && !failing) {
+		return nil, "has no valid credentials yet", nil
 	}
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: secretName(src)}, secret)
 	if apierrors.IsNotFound(err) {
-		return nil, false, nil
+		return nil, "has no Secret yet", nil
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
-	if !metav1.IsControlledBy(secret, src) {
-		return nil, false, nil
+	in, complete := secretdata.Credentials(secret.Data)
+	if !metav1.IsControlledBy(secret, src) || !complete {
+		return nil, "has no valid credentials yet", nil
 	}
-	in, ok := secretdata.Credentials(secret.Data)
-	c := &sts.Credentials{AccessKeyID: in.AccessKeyID, SecretAccessKey: in.SecretAccessKey, SessionToken: in.SessionToken, Expiration: in.Expiration}
-	if !ok || !c.Valid(r.Clock.Now()) {
-		return nil, false, nil
+	if failing {
+		if req, err := buildRequest(src, r.Options); err != nil || secret.Annotations[rkv1.AnnotationRequestHash] != req.hash {
+			return nil, "is failing, and its Secret holds credentials for an earlier spec", nil
+		}
 	}
-	return c, true, nil
+	issued, _ := time.Parse(time.RFC3339, secret.Annotations[rkv1.AnnotationIssuedAt])
+	if last := renewal.LastUsable(issued, in.Expiration); !r.Clock.Now().Before(last) {
+		return nil, fmt.Sprintf("has credentials that expire at %s, too soon to sign with: waiting for it to rotate", rfc3339(in.Expiration)), nil
+	}
+	return &sts.Credentials{AccessKeyID: in.AccessKeyID, SecretAccessKey: in.SecretAccessKey, SessionToken: in.SessionToken, Expiration: in.Expiration}, "", nil
+}
+
+// failedIssuance reports whether a Ready reason says only that the latest issuance failed at AWS.
+func failedIssuance(reason string) bool {
+	switch reason {
+	case rkv1.ReasonIssueFailed, rkv1.ReasonRegionUnknown, rkv1.ReasonTransitiveTagConflict:
+		return true
+	}
+	return false
 }

@@ -15,9 +15,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -82,6 +84,15 @@ type harness struct {
 	// clusterRoles also runs the ClusterAssumedRole reconciler. ClusterAssumedRoles are
 	// cluster-scoped, so only one test at a time may run it.
 	clusterRoles bool
+	// identity is the operator's own AWS identity; default the IAM user operator.
+	identity ststest.Principal
+	// stsMod adjusts the operator's STS client options.
+	stsMod func(*sts.Options)
+	// lagSecrets makes the reconciler see Secrets as its cache saw them that long ago.
+	lagSecrets time.Duration
+	// beforeSecretWrite, when set, runs before each Secret create, update and delete the
+	// reconciler sends, to play someone else's write landing just before it.
+	beforeSecretWrite func(verb string, s *corev1.Secret)
 }
 
 type syncBuffer struct {
@@ -104,16 +115,12 @@ func (s *syncBuffer) String() string {
 // newHarness creates a namespace and an emulator; start runs the manager.
 func newHarness(t *testing.T, emu ststest.Options) *harness {
 	t.Helper()
-	ns := fmt.Sprintf("t-%s-%d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), time.Now().UnixNano()%100000)
-	if len(ns) > 63 {
-		ns = ns[len(ns)-63:]
-		ns = "t" + strings.TrimLeft(ns[1:], "-")
-	}
+	ns := fmt.Sprintf("t-%s-%d", testName(t.Name(), 36), time.Now().UnixNano()%100000)
 	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		t.Fatal(err)
 	}
 	emu.Principals = append(emu.Principals, operator)
-	h := &harness{t: t, ns: ns, sts: ststest.New(emu).Start(), logs: &syncBuffer{}}
+	h := &harness{t: t, ns: ns, sts: ststest.New(emu).Start(), logs: &syncBuffer{}, identity: operator}
 	h.opts = controllers.Options{Region: "us-east-1", RequireAccessPolicy: false, SessionTags: true, MaxConcurrentReconciles: 2}
 	t.Cleanup(func() {
 		h.stop()
@@ -125,12 +132,39 @@ func newHarness(t *testing.T, emu ststest.Options) *harness {
 	return h
 }
 
-func (h *harness) stsClient() *sts.Client {
-	return sts.New(aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(operator.AccessKeyID, operator.SecretAccessKey, "")},
-		sts.Options{Endpoint: h.sts.URL, ECREndpoint: h.sts.URL, MaxAttempts: 1, QPS: 1000, Burst: 1000, Timeout: 5 * time.Second, Observe: controllers.ObserveSTS})
+// testName turns a test's name into at most n characters of a DNS label, keeping its end (where
+// subtests differ). Namespaces are kept short so that "<namespace>.<name>" session names are
+// not cut.
+func testName(name string, n int) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(name) {
+		if ('a' <= r && r <= 'z') || ('0' <= r && r <= '9') {
+			b.WriteRune(r)
+			dash = false
+		} else if !dash {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	out := b.String()
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return strings.Trim(out, "-")
 }
 
-// statusFailingClient fails status writes while the harness asks it to.
+func (h *harness) stsClient() *sts.Client {
+	opts := sts.Options{Endpoint: h.sts.URL, ECREndpoint: h.sts.URL, MaxAttempts: 1, QPS: 1000, Burst: 1000, Timeout: 5 * time.Second, Observe: controllers.ObserveSTS}
+	if h.stsMod != nil {
+		h.stsMod(&opts)
+	}
+	id := h.identity
+	return sts.New(aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(id.AccessKeyID, id.SecretAccessKey, id.SessionToken)}, opts)
+}
+
+// statusFailingClient fails status writes while the harness asks it to, and runs the harness's
+// hook before Secret writes.
 type statusFailingClient struct {
 	client.Client
 	h *harness
@@ -138,6 +172,77 @@ type statusFailingClient struct {
 
 func (c statusFailingClient) Status() client.SubResourceWriter {
 	return statusFailingWriter{c.Client.Status(), c.h}
+}
+
+func (c statusFailingClient) hook(verb string, obj client.Object) {
+	if s, ok := obj.(*corev1.Secret); ok && c.h.beforeSecretWrite != nil {
+		c.h.beforeSecretWrite(verb, s)
+	}
+}
+
+func (c statusFailingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	c.hook("create", obj)
+	return c.Client.Create(ctx, obj, opts...)
+}
+
+func (c statusFailingClient) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	c.hook("update", obj)
+	return c.Client.Update(ctx, obj, opts...)
+}
+
+func (c statusFailingClient) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
+	c.hook("delete", obj)
+	return c.Client.Delete(ctx, obj, opts...)
+}
+
+// laggingSecrets serves Secrets as the cache held them lag ago: a cache that has not yet seen
+// the operator's own last write. Every version the informer delivers is kept with its arrival
+// time.
+type laggingSecrets struct {
+	client.Client
+	lag     time.Duration
+	mu      sync.Mutex
+	history map[client.ObjectKey][]secretVersion
+}
+
+type secretVersion struct {
+	at     time.Time
+	secret *corev1.Secret // nil once deleted
+}
+
+func (l *laggingSecrets) record(obj any, deleted bool) {
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return
+	}
+	v := secretVersion{at: time.Now()}
+	if !deleted {
+		v.secret = s.DeepCopy()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	key := client.ObjectKeyFromObject(s)
+	l.history[key] = append(l.history[key], v)
+}
+
+func (l *laggingSecrets) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return l.Client.Get(ctx, key, obj, opts...)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var seen *corev1.Secret
+	for _, v := range l.history[key] {
+		if time.Since(v.at) >= l.lag {
+			seen = v.secret
+		}
+	}
+	if seen == nil {
+		return apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)
+	}
+	seen.DeepCopyInto(s)
+	return nil
 }
 
 type statusFailingWriter struct {
@@ -168,7 +273,23 @@ func (h *harness) start() {
 		h.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(ctrl.LoggerInto(context.Background(), logger))
-	r := &controllers.AssumedRoleReconciler{Client: statusFailingClient{mgr.GetClient(), h}, STS: h.stsClient(), Options: h.opts}
+	c := mgr.GetClient()
+	if h.lagSecrets > 0 {
+		lagging := &laggingSecrets{Client: c, lag: h.lagSecrets, history: map[client.ObjectKey][]secretVersion{}}
+		inf, err := mgr.GetCache().GetInformer(ctx, &corev1.Secret{})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(o any) { lagging.record(o, false) },
+			UpdateFunc: func(_, o any) { lagging.record(o, false) },
+			DeleteFunc: func(o any) { lagging.record(o, true) },
+		}); err != nil {
+			h.t.Fatal(err)
+		}
+		c = lagging
+	}
+	r := &controllers.AssumedRoleReconciler{Client: statusFailingClient{c, h}, STS: h.stsClient(), Options: h.opts}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		h.t.Fatal(err)
 	}

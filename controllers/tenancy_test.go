@@ -60,7 +60,7 @@ func TestAccessPolicyTable(t *testing.T) {
 		message    string
 	}{
 		{teamA, "own-role", roleSpec("arn:aws:iam::111122223333:role/team-a-reader", 3600), "", true, ""},
-		{teamA, "too-long", roleSpec("arn:aws:iam::111122223333:role/team-a-reader", 7200), "", false, "caps it at 3600 s"},
+		{teamA, "too-long", roleSpec("arn:aws:iam::111122223333:role/team-a-reader", 7200), "", false, "caps sessions at 3600 s (requested 7200 s)"},
 		{teamA, "other-team", roleSpec("arn:aws:iam::111122223333:role/team-b-reader", 3600), "", false, "none allows role arn:aws:iam::111122223333:role/team-b-reader"},
 		{teamB, "no-policy", roleSpec("arn:aws:iam::111122223333:role/team-a-reader", 3600), "", false, "no AssumedRolePolicy selects namespace " + teamB},
 		{platform, "by-label", roleSpec("arn:aws:iam::444455556666:role/platform-admin", 43200), "", true, ""},
@@ -279,5 +279,129 @@ func relabel(t *testing.T, ns string, labels map[string]string) {
 	n.Labels = labels
 	if err := k8s.Update(context.Background(), &n); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// hostileTemplate grows a value without bound if only output were limited: 40 rounds of base64
+// over the session token, and 30 statements that each double what the last one built.
+func hostileTemplate() *rkv1.SecretTemplate {
+	return &rkv1.SecretTemplate{Data: map[string]string{
+		"nested":   "{{ len " + strings.Repeat("(base64 ", 40) + ".SessionToken" + strings.Repeat(")", 40) + " }}",
+		"reassign": "{{ $x := .SessionToken }}" + strings.Repeat("{{ $x = base64 $x }}", 30) + "{{ len $x }}",
+	}}
+}
+
+// A tenant's template built to exhaust the operator's memory costs nothing in a namespace no
+// policy selects: it is refused as NotPermitted before it is rendered, however often it is
+// reconciled, while an AssumedRole in another namespace keeps rotating on schedule with a Secret
+// that never expires. Once a policy allows it, the same template is TemplateInvalid, still with
+// no call to AWS.
+func TestHostileTemplateCannotStopOtherNamespaces(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, ststest.Options{TimeScale: 60}) // 900 s lasts 15 s
+	h.opts.RequireAccessPolicy = true
+	attacker := h.namespace("attacker", nil)
+	h.policy("victim", rkv1.AssumedRolePolicySpec{Namespaces: []string{h.ns}, AllowedRoleArns: []string{"*"}})
+	h.start()
+	h.create(h.ns, "app", roleSpec("arn:aws:iam::111122223333:role/app", 900))
+	h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
+
+	bomb := roleSpec("arn:aws:iam::111122223333:role/bomb", 900)
+	bomb.Secret.Template = hostileTemplate()
+	h.create(attacker, "bomb", bomb)
+	notPermitted := func() {
+		h.eventually(30*time.Second, "bomb NotPermitted at its generation", func() bool {
+			ar := h.getIn(attacker, "bomb")
+			c := condition(ar, rkv1.ConditionReady)
+			return c != nil && c.Reason == rkv1.ReasonNotPermitted && c.ObservedGeneration == ar.Generation
+		})
+	}
+	notPermitted()
+
+	// Keep the bomb reconciling (each edit is a new generation, and its condition records the
+	// generation it was refused at) while app rotates three times.
+	seen := map[string]bool{}
+	deadline := time.Now().Add(90 * time.Second)
+	for i := 0; len(seen) < 4; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("app rotated %d times in 90 s, want 3", len(seen)-1)
+		}
+		ar := h.getIn(attacker, "bomb")
+		ar.Spec.Secret.Template.Data["round"] = fmt.Sprintf("{{ len (base64 (base64 .SessionToken)) }} %d", i)
+		if err := k8s.Update(context.Background(), ar); err != nil {
+			t.Fatal(err)
+		}
+		notPermitted()
+		c := credsOf(h.secret("app"))
+		if c == nil || !time.Now().Before(c.Expiration) {
+			t.Fatal("app's Secret expired while the bomb was being reconciled")
+		}
+		seen[c.AccessKeyID] = true
+	}
+	if n := callsFor(h.sts, attacker, "bomb", ""); n != 0 {
+		t.Errorf("%d STS calls for the bomb", n)
+	}
+
+	h.policy("attacker", rkv1.AssumedRolePolicySpec{Namespaces: []string{attacker}, AllowedRoleArns: []string{"*"}})
+	h.eventually(30*time.Second, "bomb TemplateInvalid once allowed", func() bool {
+		c := condition(h.getIn(attacker, "bomb"), rkv1.ConditionStalled)
+		return c != nil && c.Reason == rkv1.ReasonTemplateInvalid && strings.Contains(c.Message, "limit")
+	})
+	if n := callsFor(h.sts, attacker, "bomb", ""); n != 0 {
+		t.Errorf("%d STS calls for the bomb once allowed", n)
+	}
+}
+
+// AssumedRolePolicies can govern the session name and source identity a namespace sends, which
+// role trust policies may test (sts:RoleSessionName, sts:SourceIdentity).
+func TestPolicyGovernsSessionNamesAndSourceIdentities(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, ststest.Options{})
+	h.opts.RequireAccessPolicy = true
+	h.policy("named", rkv1.AssumedRolePolicySpec{Namespaces: []string{h.ns}, AllowedRoleArns: []string{"*"},
+		AllowedSessionNames: []string{h.ns + ".*"}, AllowedSourceIdentities: []string{"ci-*"}})
+	h.start()
+	with := func(mod func(*rkv1.AssumeRoleSpec)) rkv1.AssumedRoleSpec {
+		spec := roleSpec("arn:aws:iam::111122223333:role/deployer", 3600)
+		mod(spec.AssumeRole)
+		return spec
+	}
+	cases := []struct {
+		name    string
+		spec    rkv1.AssumedRoleSpec
+		allowed bool
+		message string
+	}{
+		{"default-name", with(func(*rkv1.AssumeRoleSpec) {}), true, ""},
+		{"claims-admin", with(func(a *rkv1.AssumeRoleSpec) { a.SessionName = "admin" }), false, "allows session names " + h.ns + ".* (requested admin)"},
+		{"ci-identity", with(func(a *rkv1.AssumeRoleSpec) { a.SourceIdentity = "ci-main" }), true, ""},
+		{"claims-alice", with(func(a *rkv1.AssumeRoleSpec) { a.SourceIdentity = "alice" }), false, "allows source identities ci-* (requested alice)"},
+	}
+	for _, c := range cases {
+		h.create(h.ns, c.name, c.spec)
+	}
+	for _, c := range cases {
+		var ar *rkv1.AssumedRole
+		if c.allowed {
+			ar = h.waitCondition(c.name, rkv1.ConditionReady, metav1.ConditionTrue, "", 30*time.Second)
+		} else {
+			ar = h.waitCondition(c.name, rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonNotPermitted, 30*time.Second)
+			if msg := condition(ar, rkv1.ConditionStalled).Message; !strings.Contains(msg, c.message) {
+				t.Errorf("%s: %q lacks %q", c.name, msg, c.message)
+			}
+		}
+		session := c.spec.AssumeRole.SessionName
+		if session == "" {
+			session = h.ns + "." + c.name
+		}
+		calls := 0
+		for _, call := range h.sts.Calls() {
+			if call.Action == "AssumeRole" && call.SessionName == session {
+				calls++
+			}
+		}
+		if want := map[bool]int{true: 1, false: 0}[c.allowed]; calls != want {
+			t.Errorf("%s: %d STS calls, want %d", c.name, calls, want)
+		}
 	}
 }

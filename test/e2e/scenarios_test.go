@@ -78,9 +78,9 @@ func TestRBACGrantsOnlyWhatTheOperatorUses(t *testing.T) {
 		"/secrets":             "create,delete,get,list,update,watch", // delete: only to change an owned Secret's type
 		"/namespaces":          "get,list,watch",
 		"events.k8s.io/events": "create,patch",
-		"apps/deployments":     "patch",
-		"apps/statefulsets":    "patch",
-		"apps/daemonsets":      "patch",
+		"apps/deployments":     "get,patch", // get: restart only workloads whose pods use the Secret
+		"apps/statefulsets":    "get,patch",
+		"apps/daemonsets":      "get,patch",
 	}
 	got := map[string]string{}
 	var cr rbacv1.ClusterRole
