@@ -5,6 +5,7 @@ package access
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -39,26 +40,60 @@ type Decision struct {
 	Message string
 }
 
-// Evaluate allows the request when at least one policy selects the namespace and allows it.
-func Evaluate(policies []rkv1.AssumedRolePolicy, ns Namespace, req Request) Decision {
+// Verdict is what one AssumedRolePolicy says about a request.
+type Verdict struct {
+	Policy string
+	// Selects is true when the policy applies to the namespace.
+	Selects bool
+	// Pattern is the allowedRoleArns (or allowedRootTargets) pattern that matched the request;
+	// empty when none did, or when the task policy is not allowed.
+	Pattern string
+	// TaskPolicyAllowed is true for AssumeRoot when allowedTaskPolicies lists the task policy.
+	TaskPolicyAllowed bool
+	// MaxDurationSeconds is the policy's cap when it refused the requested duration; 0 otherwise.
+	MaxDurationSeconds int32
+	// Allows is true when the policy allows the request.
+	Allows bool
+}
+
+// Explain returns the verdict of every policy, ordered by name: Evaluate's reasoning, one policy
+// at a time.
+func Explain(policies []rkv1.AssumedRolePolicy, ns Namespace, req Request) []Verdict {
 	sorted := append([]rkv1.AssumedRolePolicy(nil), policies...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
-	var selecting []string
-	var durationCaps []string
+	out := make([]Verdict, len(sorted))
 	for i := range sorted {
 		p := &sorted[i]
-		if !Selects(&p.Spec, ns) {
-			continue
+		v := Verdict{Policy: p.Name, Selects: Selects(&p.Spec, ns)}
+		if v.Selects {
+			v.Pattern, v.TaskPolicyAllowed = allowedTarget(&p.Spec, req)
+			if v.Pattern != "" {
+				if max := p.Spec.MaxDurationSeconds; max != nil && req.DurationSeconds > *max {
+					v.MaxDurationSeconds = *max
+				} else {
+					v.Allows = true
+				}
+			}
 		}
-		selecting = append(selecting, p.Name)
-		if !allowsTarget(&p.Spec, req) {
-			continue
+		out[i] = v
+	}
+	return out
+}
+
+// Evaluate allows the request when at least one policy selects the namespace and allows it.
+func Evaluate(policies []rkv1.AssumedRolePolicy, ns Namespace, req Request) Decision {
+	var selecting []string
+	var durationCaps []string
+	for _, v := range Explain(policies, ns, req) {
+		if v.Allows {
+			return Decision{Allowed: true, Policy: v.Policy}
 		}
-		if max := p.Spec.MaxDurationSeconds; max != nil && req.DurationSeconds > *max {
-			durationCaps = append(durationCaps, fmt.Sprintf("%s caps it at %d s", p.Name, *max))
-			continue
+		if v.Selects {
+			selecting = append(selecting, v.Policy)
 		}
-		return Decision{Allowed: true, Policy: p.Name}
+		if v.MaxDurationSeconds > 0 {
+			durationCaps = append(durationCaps, fmt.Sprintf("%s caps it at %d s", v.Policy, v.MaxDurationSeconds))
+		}
 	}
 	what := "role " + req.RoleArn
 	if req.RoleArn == "" {
@@ -91,28 +126,26 @@ func Selects(p *rkv1.AssumedRolePolicySpec, ns Namespace) bool {
 	return sel.Matches(labels.Set(ns.Labels))
 }
 
-func allowsTarget(p *rkv1.AssumedRolePolicySpec, req Request) bool {
+// allowedTarget returns the pattern that allows the request's role (or AssumeRoot target), and
+// for AssumeRoot whether its task policy is allowed; the pattern is "" unless both hold.
+func allowedTarget(p *rkv1.AssumedRolePolicySpec, req Request) (pattern string, taskPolicy bool) {
 	if req.RoleArn != "" {
-		return anyGlob(p.AllowedRoleArns, req.RoleArn)
+		return firstGlob(p.AllowedRoleArns, req.RoleArn), false
 	}
-	if !anyGlob(p.AllowedRootTargets, req.TargetPrincipal) {
-		return false
+	taskPolicy = slices.Contains(p.AllowedTaskPolicies, req.TaskPolicy)
+	if !taskPolicy {
+		return "", false
 	}
-	for _, tp := range p.AllowedTaskPolicies {
-		if tp == req.TaskPolicy {
-			return true
-		}
-	}
-	return false
+	return firstGlob(p.AllowedRootTargets, req.TargetPrincipal), true
 }
 
-func anyGlob(patterns []string, s string) bool {
+func firstGlob(patterns []string, s string) string {
 	for _, p := range patterns {
 		if Glob(p, s) {
-			return true
+			return p
 		}
 	}
-	return false
+	return ""
 }
 
 // Glob matches s against pattern, where '*' matches any run of characters (including '/' and
