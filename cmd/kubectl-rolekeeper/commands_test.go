@@ -107,7 +107,7 @@ func TestRotate(t *testing.T) {
 		t.Errorf("rotate output\n%s\nwant %q and the status's expiry and renewal", out, want)
 	}
 
-	out, err := run(t, "rotate", "app-denied", "-n", ns, "--timeout", "30s")
+	out, err := runPlugin(t, "rotate", "app-denied", "-n", ns, "--timeout", "30s")
 	if err == nil || !strings.Contains(err.Error(), "rotation failed for app-denied") || !strings.Contains(out, "rotation of plugin/app-denied failed with AccessDenied") {
 		t.Errorf("rotating app-denied: %v\n%s", err, out)
 	}
@@ -118,7 +118,7 @@ func TestRotate(t *testing.T) {
 			t.Errorf("--all did not request %s:\n%s", name, out)
 		}
 	}
-	if _, err := run(t, "rotate", "-n", ns); err == nil {
+	if _, err := runPlugin(t, "rotate", "-n", ns); err == nil {
 		t.Error("rotate without a name or --all succeeded")
 	}
 }
@@ -189,7 +189,7 @@ func TestInspect(t *testing.T) {
 			t.Errorf("inspect lacks %q:\n%s", want, out)
 		}
 	}
-	if _, err := run(t, "inspect", "other", "-n", ns); err == nil || !strings.Contains(err.Error(), "has no Secret other yet") {
+	if _, err := runPlugin(t, "inspect", "other", "-n", ns); err == nil || !strings.Contains(err.Error(), "has no Secret other yet") {
 		t.Errorf("inspect of an AssumedRole without a Secret: %v", err)
 	}
 }

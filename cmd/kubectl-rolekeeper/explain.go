@@ -40,21 +40,21 @@ func (p *plugin) explain(ctx context.Context, name string) error {
 	}
 	now := p.now()
 	req := accessRequest(ar)
-	fmt.Fprintf(p.out, "AssumedRole %s/%s\n", ar.Namespace, ar.Name)
-	fmt.Fprintf(p.out, "  request:  %s\n", describeRequest(ar, req))
+	p.out.printf("AssumedRole %s/%s\n", ar.Namespace, ar.Name)
+	p.out.printf("  request:  %s\n", describeRequest(ar, req))
 	for _, typ := range []string{rkv1.ConditionReady, rkv1.ConditionIssuing, rkv1.ConditionStalled} {
 		c := condition(ar, typ)
-		fmt.Fprintf(p.out, "  %-9s %s %s", typ+":", c.Status, c.Reason)
+		p.out.printf("  %-9s %s %s", typ+":", c.Status, c.Reason)
 		if c.Message != "" {
-			fmt.Fprintf(p.out, ": %s", c.Message)
+			p.out.printf(": %s", c.Message)
 		}
-		fmt.Fprintln(p.out)
+		p.out.printf("\n")
 	}
-	fmt.Fprintln(p.out)
+	p.out.printf("\n")
 	if err := p.explainAccess(ctx, ar, req); err != nil {
 		return err
 	}
-	fmt.Fprintln(p.out)
+	p.out.printf("\n")
 	return p.explainRenewal(ctx, ar, now)
 }
 
@@ -92,7 +92,7 @@ func describeRequest(ar *rkv1.AssumedRole, req access.Request) string {
 // explainAccess evaluates the policies with pkg/access, as the operator does with
 // --require-access-policy (its default).
 func (p *plugin) explainAccess(ctx context.Context, ar *rkv1.AssumedRole, req access.Request) error {
-	fmt.Fprintln(p.out, "Access (AssumedRolePolicies, as the operator evaluates them with --require-access-policy, the default):")
+	p.out.printf("Access (AssumedRolePolicies, as the operator evaluates them with --require-access-policy, the default):\n")
 	var policies rkv1.AssumedRolePolicyList
 	var ns corev1.Namespace
 	err := p.client.List(ctx, &policies)
@@ -100,7 +100,7 @@ func (p *plugin) explainAccess(ctx context.Context, ar *rkv1.AssumedRole, req ac
 		err = p.client.Get(ctx, client.ObjectKey{Name: ar.Namespace}, &ns)
 	}
 	if apierrors.IsForbidden(err) {
-		fmt.Fprintf(p.out, "  cannot read policies or the namespace (%v); the Ready condition above has the operator's verdict\n", err)
+		p.out.printf("  cannot read policies or the namespace (%v); the Ready condition above has the operator's verdict\n", err)
 		return nil
 	}
 	if err != nil {
@@ -109,23 +109,23 @@ func (p *plugin) explainAccess(ctx context.Context, ar *rkv1.AssumedRole, req ac
 	target := access.Namespace{Name: ns.Name, Labels: ns.Labels}
 	verdicts := access.Explain(policies.Items, target, req)
 	w := tabwriter.NewWriter(p.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "  POLICY\tSELECTS NAMESPACE\tVERDICT")
+	_, _ = fmt.Fprintln(w, "  POLICY\tSELECTS NAMESPACE\tVERDICT")
 	specs := map[string]*rkv1.AssumedRolePolicySpec{}
 	for i := range policies.Items {
 		specs[policies.Items[i].Name] = &policies.Items[i].Spec
 	}
 	for _, v := range verdicts {
 		spec := specs[v.Policy]
-		fmt.Fprintf(w, "  %s\t%s\t%s\n", v.Policy, selection(spec, v, ns.Name), verdictText(spec, v, req))
+		_, _ = fmt.Fprintf(w, "  %s\t%s\t%s\n", v.Policy, selection(spec, v, ns.Name), verdictText(spec, v, req))
 	}
 	_ = w.Flush()
 	if len(verdicts) == 0 {
-		fmt.Fprintln(p.out, "  (no AssumedRolePolicies in the cluster)")
+		p.out.printf("  (no AssumedRolePolicies in the cluster)\n")
 	}
 	if d := access.Evaluate(policies.Items, target, req); d.Allowed {
-		fmt.Fprintf(p.out, "  decision: allowed by AssumedRolePolicy %s\n", d.Policy)
+		p.out.printf("  decision: allowed by AssumedRolePolicy %s\n", d.Policy)
 	} else {
-		fmt.Fprintf(p.out, "  decision: refused: %s\n", d.Message)
+		p.out.printf("  decision: refused: %s\n", d.Message)
 	}
 	return nil
 }
@@ -164,25 +164,25 @@ func verdictText(spec *rkv1.AssumedRolePolicySpec, v access.Verdict, req access.
 // stamp and the renewal policy (pkg/renewal, as the operator computes it), or the retry after
 // failures.
 func (p *plugin) explainRenewal(ctx context.Context, ar *rkv1.AssumedRole, now time.Time) error {
-	fmt.Fprintln(p.out, "Renewal:")
+	p.out.printf("Renewal:\n")
 	w := tabwriter.NewWriter(p.out, 0, 4, 1, ' ', 0)
 	defer func() { _ = w.Flush() }()
 	pol := renewalPolicy(ar)
-	fmt.Fprintf(w, "  policy:\t%s\n", describePolicy(pol))
+	_, _ = fmt.Fprintf(w, "  policy:\t%s\n", describePolicy(pol))
 	if want, seen := ar.Annotations[rkv1.AnnotationRotate], ar.Status.RotateRequest; want != "" && want != seen {
-		fmt.Fprintf(w, "  rotation:\trequested (%s=%s), not yet answered\n", rkv1.AnnotationRotate, want)
+		_, _ = fmt.Fprintf(w, "  rotation:\trequested (%s=%s), not yet answered\n", rkv1.AnnotationRotate, want)
 	}
 	secret, err := p.secret(ctx, ar)
 	if err != nil {
 		return err
 	}
 	if secret == nil {
-		fmt.Fprintf(w, "  Secret %s:\tdoes not exist (yet): credentials are issued as soon as the AssumedRole is permitted and Ready\n", secretNameOf(ar))
+		_, _ = fmt.Fprintf(w, "  Secret %s:\tdoes not exist (yet): credentials are issued as soon as the AssumedRole is permitted and Ready\n", secretNameOf(ar))
 	} else if st, ok := stampOf(secret); ok {
-		fmt.Fprintf(w, "  credentials:\tissued %s, expire %s (a lifetime of %s), renewal slot %d\n",
+		_, _ = fmt.Fprintf(w, "  credentials:\tissued %s, expire %s (a lifetime of %s), renewal slot %d\n",
 			rfc3339(st.issued), at(&metav1.Time{Time: st.expiration}, now), st.expiration.Sub(st.issued), st.slot)
 		planned := renewal.Time(st.issued, st.expiration, pol, renewal.Seed(string(ar.UID), st.slot))
-		fmt.Fprintf(w, "  planned renewal:\t%s, by the policy above less the jitter of this AssumedRole and slot\n", at(&metav1.Time{Time: planned}, now))
+		_, _ = fmt.Fprintf(w, "  planned renewal:\t%s, by the policy above less the jitter of this AssumedRole and slot\n", at(&metav1.Time{Time: planned}, now))
 	}
 	switch f := ar.Status.LastFailure; {
 	case ar.Status.FailedAttempts > 0 && f != nil:
@@ -190,11 +190,11 @@ func (p *plugin) explainRenewal(ctx context.Context, ar *rkv1.AssumedRole, now t
 		if f.Retryable {
 			kind = "a retryable failure: backing off from 5 s up to 5 minutes"
 		}
-		fmt.Fprintf(w, "  next attempt:\t%s, after %d failed attempts, the last with %s (%s)\n", at(ar.Status.RenewalTime, now), ar.Status.FailedAttempts, f.Code, kind)
+		_, _ = fmt.Fprintf(w, "  next attempt:\t%s, after %d failed attempts, the last with %s (%s)\n", at(ar.Status.RenewalTime, now), ar.Status.FailedAttempts, f.Code, kind)
 	case ar.Status.RenewalTime != nil:
-		fmt.Fprintf(w, "  next renewal:\t%s (status.renewalTime)\n", at(ar.Status.RenewalTime, now))
+		_, _ = fmt.Fprintf(w, "  next renewal:\t%s (status.renewalTime)\n", at(ar.Status.RenewalTime, now))
 	default:
-		fmt.Fprintln(w, "  next renewal:\tnot scheduled: the AssumedRole has no credentials; see the conditions above")
+		_, _ = fmt.Fprintln(w, "  next renewal:\tnot scheduled: the AssumedRole has no credentials; see the conditions above")
 	}
 	return nil
 }

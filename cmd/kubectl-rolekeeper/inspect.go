@@ -45,27 +45,27 @@ func (p *plugin) inspect(ctx context.Context, name string) error {
 	if metav1.IsControlledBy(secret, ar) {
 		owned = "yes"
 	}
-	fmt.Fprintf(p.out, "Secret %s/%s of AssumedRole %s\n", secret.Namespace, secret.Name, ar.Name)
-	fmt.Fprintf(p.out, "  type:        %s\n", secret.Type)
-	fmt.Fprintf(p.out, "  owned:       %s\n", owned)
+	p.out.printf("Secret %s/%s of AssumedRole %s\n", secret.Namespace, secret.Name, ar.Name)
+	p.out.printf("  type:        %s\n", secret.Type)
+	p.out.printf("  owned:       %s\n", owned)
 	if st, ok := stampOf(secret); ok {
-		fmt.Fprintf(p.out, "  issued:      %s\n", at(&metav1.Time{Time: st.issued}, now))
-		fmt.Fprintf(p.out, "  expires:     %s\n", at(&metav1.Time{Time: st.expiration}, now))
+		p.out.printf("  issued:      %s\n", at(&metav1.Time{Time: st.issued}, now))
+		p.out.printf("  expires:     %s\n", at(&metav1.Time{Time: st.expiration}, now))
 	}
-	fmt.Fprintln(p.out, "  keys (sizes only; values are never shown):")
+	p.out.printf("  keys (sizes only; values are never shown):\n")
 	for _, k := range slices.Sorted(maps.Keys(secret.Data)) {
-		fmt.Fprintf(p.out, "    %-28s %d bytes\n", k, len(secret.Data[k]))
+		p.out.printf("    %-28s %d bytes\n", k, len(secret.Data[k]))
 	}
-	fmt.Fprintln(p.out, "  stamp:")
+	p.out.printf("  stamp:\n")
 	for _, a := range stampAnnotations {
 		if v, ok := secret.Annotations[a]; ok {
-			fmt.Fprintf(p.out, "    %s: %s\n", a, v)
+			p.out.printf("    %s: %s\n", a, v)
 		}
 	}
 	var labels []string
 	for _, k := range slices.Sorted(maps.Keys(secret.Labels)) {
 		labels = append(labels, k+"="+secret.Labels[k])
 	}
-	fmt.Fprintf(p.out, "  labels:      %s\n", strings.Join(labels, ", "))
+	p.out.printf("  labels:      %s\n", strings.Join(labels, ", "))
 	return nil
 }

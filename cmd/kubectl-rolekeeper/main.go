@@ -27,21 +27,40 @@ import (
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 )
 
-func main() {
+func main() { os.Exit(run()) }
+
+func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cmd := newRootCommand(os.Stdout, clock.RealClock{})
-	if err := cmd.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		stop()
-		os.Exit(1)
+	if err := newRootCommand(os.Stdout, clock.RealClock{}).ExecuteContext(ctx); err != nil {
+		_, _ = fmt.Fprintln(os.Stderr, "error:", err)
+		return 1
 	}
+	return 0
 }
+
+// output is where a command prints. It keeps the first write error, which the command then
+// returns, so that each print need not be checked.
+type output struct {
+	w   io.Writer
+	err error
+}
+
+func (o *output) Write(b []byte) (int, error) {
+	if o.err != nil {
+		return 0, o.err
+	}
+	n, err := o.w.Write(b)
+	o.err = err
+	return n, err
+}
+
+func (o *output) printf(format string, args ...any) { _, _ = fmt.Fprintf(o, format, args...) }
 
 // plugin is what every subcommand shares: where to print, the clock, and the API client built
 // from the kubeconfig flags.
 type plugin struct {
-	out       io.Writer
+	out       *output
 	clock     clock.Clock
 	loading   *clientcmd.ClientConfigLoadingRules
 	overrides *clientcmd.ConfigOverrides
@@ -50,15 +69,18 @@ type plugin struct {
 }
 
 func newRootCommand(out io.Writer, clk clock.Clock) *cobra.Command {
-	p := &plugin{out: out, clock: clk, loading: clientcmd.NewDefaultClientConfigLoadingRules(), overrides: &clientcmd.ConfigOverrides{}}
+	p := &plugin{out: &output{w: out}, clock: clk, loading: clientcmd.NewDefaultClientConfigLoadingRules(), overrides: &clientcmd.ConfigOverrides{}}
 	root := &cobra.Command{
 		Use:           "kubectl rolekeeper",
 		Short:         "Look at and act on rolekeeper AssumedRoles",
 		Long:          "kubectl rolekeeper shows the state of AssumedRoles, rotates their credentials, explains why one is or is not permitted, and inspects their Secrets without printing a credential.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+		PersistentPreRunE: func(*cobra.Command, []string) error {
 			return p.connect()
+		},
+		PersistentPostRunE: func(*cobra.Command, []string) error {
+			return p.out.err
 		},
 	}
 	root.SetOut(out)

@@ -156,7 +156,7 @@ func kubectlRolekeeper(ctx context.Context, out io.Writer, args ...string) error
 	return cmd.ExecuteContext(ctx)
 }
 
-func run(t *testing.T, args ...string) (string, error) {
+func runPlugin(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out syncBuffer
 	err := kubectlRolekeeper(context.Background(), &out, args...)
@@ -166,7 +166,7 @@ func run(t *testing.T, args ...string) (string, error) {
 
 func mustRun(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := run(t, args...)
+	out, err := runPlugin(t, args...)
 	if err != nil {
 		t.Fatalf("kubectl rolekeeper %s: %v\n%s", strings.Join(args, " "), err, out)
 	}

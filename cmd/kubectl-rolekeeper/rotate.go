@@ -59,7 +59,7 @@ func (p *plugin) rotate(ctx context.Context, names []string, all, noWait bool, t
 		if err := p.client.Patch(ctx, ar, client.RawPatch(types.MergePatchType, patch)); err != nil {
 			return fmt.Errorf("requesting rotation of %s/%s: %w", p.namespace, name, err)
 		}
-		fmt.Fprintf(p.out, "rotation requested for %s/%s (%s=%s)\n", p.namespace, name, rkv1.AnnotationRotate, value)
+		p.out.printf("rotation requested for %s/%s (%s=%s)\n", p.namespace, name, rkv1.AnnotationRotate, value)
 	}
 	if noWait {
 		return nil
@@ -92,18 +92,18 @@ func (p *plugin) waitRotated(ctx context.Context, names []string, value string, 
 			if ar.Status.RotateRequest != value {
 				if c := condition(ar, rkv1.ConditionReady); c.Status == metav1.ConditionFalse && waiting[name] != c.Reason {
 					waiting[name] = c.Reason
-					fmt.Fprintf(p.out, "waiting for %s/%s: Ready=False %s: %s\n", p.namespace, name, c.Reason, c.Message)
+					p.out.printf("waiting for %s/%s: Ready=False %s: %s\n", p.namespace, name, c.Reason, c.Message)
 				}
 				continue
 			}
 			delete(pending, name)
 			if f := ar.Status.LastFailure; ar.Status.FailedAttempts > 0 && f != nil {
 				failed = append(failed, name)
-				fmt.Fprintf(p.out, "rotation of %s/%s failed with %s: %s\n", p.namespace, name, f.Code, f.Message)
+				p.out.printf("rotation of %s/%s failed with %s: %s\n", p.namespace, name, f.Code, f.Message)
 				continue
 			}
 			now := p.now()
-			fmt.Fprintf(p.out, "rotated %s/%s: new credentials in Secret %s issued at %s, valid until %s, next renewal %s\n",
+			p.out.printf("rotated %s/%s: new credentials in Secret %s issued at %s, valid until %s, next renewal %s\n",
 				p.namespace, name, secretNameOf(ar), at(ar.Status.LastIssuedTime, now), at(ar.Status.Expiration, now), at(ar.Status.RenewalTime, now))
 		}
 		if len(pending) == 0 {

@@ -49,17 +49,17 @@ func (p *plugin) newStatusTable(out io.Writer, withNS bool) *statusTable {
 
 func (t *statusTable) header() {
 	if t.withNS {
-		fmt.Fprint(t.w, "NAMESPACE\t")
+		_, _ = fmt.Fprint(t.w, "NAMESPACE\t")
 	}
-	fmt.Fprintln(t.w, "NAME\tREADY\tREASON\tEXPIRES IN\tRENEWS IN\tLAST FAILURE")
+	_, _ = fmt.Fprintln(t.w, "NAME\tREADY\tREASON\tEXPIRES IN\tRENEWS IN\tLAST FAILURE")
 }
 
 func (t *statusTable) row(ar *rkv1.AssumedRole) {
 	now := t.plugin.now()
 	if t.withNS {
-		fmt.Fprintf(t.w, "%s\t", ar.Namespace)
+		_, _ = fmt.Fprintf(t.w, "%s\t", ar.Namespace)
 	}
-	fmt.Fprintf(t.w, "%s\t%s\t%s\t%s\t%s\t%s\n", ar.Name, condition(ar, rkv1.ConditionReady).Status, readyReason(ar),
+	_, _ = fmt.Fprintf(t.w, "%s\t%s\t%s\t%s\t%s\t%s\n", ar.Name, condition(ar, rkv1.ConditionReady).Status, readyReason(ar),
 		in(ar.Status.Expiration, now), in(ar.Status.RenewalTime, now), lastFailure(ar, now))
 }
 
@@ -80,7 +80,7 @@ func (p *plugin) status(ctx context.Context, ns string, follow bool) error {
 		if ns == "" {
 			where = "in any namespace"
 		}
-		fmt.Fprintf(p.out, "No AssumedRoles %s.\n", where)
+		p.out.printf("No AssumedRoles %s.\n", where)
 		return nil
 	}
 	table.header()
@@ -101,7 +101,7 @@ func (p *plugin) follow(ctx context.Context, ns, resourceVersion string, table *
 		w, err := p.client.Watch(ctx, &rkv1.AssumedRoleList{}, client.InNamespace(ns), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: resourceVersion, AllowWatchBookmarks: true}})
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return nil //nolint:nilerr // interrupted: the watch ends as asked
 			}
 			return err
 		}
@@ -109,7 +109,7 @@ func (p *plugin) follow(ctx context.Context, ns, resourceVersion string, table *
 		w.Stop()
 		switch {
 		case ctx.Err() != nil:
-			return nil
+			return nil //nolint:nilerr // interrupted: the watch ends as asked
 		case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
 			var list rkv1.AssumedRoleList
 			if err := p.client.List(ctx, &list, client.InNamespace(ns)); err != nil {
@@ -144,9 +144,9 @@ func (p *plugin) printEvents(ctx context.Context, w watch.Interface, resourceVer
 				table.row(ar)
 			case watch.Deleted:
 				if table.withNS {
-					fmt.Fprintf(table.w, "%s\t", ar.Namespace)
+					_, _ = fmt.Fprintf(table.w, "%s\t", ar.Namespace)
 				}
-				fmt.Fprintf(table.w, "%s\tdeleted\n", ar.Name)
+				_, _ = fmt.Fprintf(table.w, "%s\tdeleted\n", ar.Name)
 			}
 			table.flush()
 		}
