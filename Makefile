@@ -33,6 +33,7 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from markers.
 	$(CONTROLLER_GEN) rbac:roleName=rolekeeper-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac
 	$(GO) run ./hack/apidocs > docs/api.md
 	cp config/crd/bases/*.yaml charts/rolekeeper/crds/
+	cp config/prometheus/rolekeeper.rules.yaml config/grafana/rolekeeper-dashboard.json charts/rolekeeper/files/
 
 .PHONY: verify-gen
 verify-gen: generate manifests ## Regenerate and fail when generated files differ from the committed ones.

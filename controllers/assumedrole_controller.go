@@ -206,7 +206,7 @@ func (r *AssumedRoleReconciler) checkAccess(ctx context.Context, s *scope) (bool
 	if err := r.Get(ctx, client.ObjectKey{Name: s.ar.Namespace}, &ns); err != nil {
 		return true, ctrl.Result{}, err
 	}
-	d := access.Evaluate(policies.Items, access.Namespace{Name: ns.Name, Labels: ns.Labels}, accessRequest(s.ar))
+	d := access.Evaluate(policies.Items, access.Namespace{Name: ns.Name, Labels: ns.Labels}, AccessRequest(s.ar))
 	if !d.Allowed {
 		r.block(s, rkv1.ReasonNotPermitted, d.Message, true)
 		return true, ctrl.Result{}, nil // a policy or namespace change re-queues through the watches
@@ -309,7 +309,7 @@ func issuedAt(secret *corev1.Secret) (time.Time, bool) {
 // renewalTime is when the credentials in the Secret are due for renewal: the renewal slot
 // recorded at issue makes it the time chosen then.
 func (s *scope) renewalTime() time.Time {
-	return renewal.Time(s.stamp.issuedAt, s.creds.Expiration, renewalPolicy(s.ar), renewal.Seed(string(s.ar.UID), s.stamp.slot))
+	return renewal.Time(s.stamp.issuedAt, s.creds.Expiration, RenewalPolicy(s.ar), renewal.Seed(string(s.ar.UID), s.stamp.slot))
 }
 
 // spreadKey names an AssumedRole in the renewal spread.
@@ -395,7 +395,7 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) (bool, ctrl
 		}
 	}
 	first := s.secret == nil && s.before.LastIssuedTime == nil
-	slot, at := r.spread.Place(spreadKey(s.ar), res.IssuedAt, res.Credentials.Expiration, renewalPolicy(s.ar), string(s.ar.UID))
+	slot, at := r.spread.Place(spreadKey(s.ar), res.IssuedAt, res.Credentials.Expiration, RenewalPolicy(s.ar), string(s.ar.UID))
 	if err := r.writeSecret(ctx, s, res, slot); err != nil {
 		r.spread.Forget(spreadKey(s.ar)) // relearnt from the Secret on the next reconcile
 		if errors.Is(err, errSecretTaken) {

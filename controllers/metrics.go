@@ -31,6 +31,10 @@ var (
 		"When the AssumedRole's credentials will next be issued (Unix time).", []string{"namespace", "name"}, nil)
 	readyDesc = prometheus.NewDesc("rolekeeper_assumedrole_ready",
 		"1 when the AssumedRole's Ready condition is True, else 0.", []string{"namespace", "name"}, nil)
+	stalledDesc = prometheus.NewDesc("rolekeeper_assumedrole_stalled",
+		"1 when the AssumedRole's Stalled condition is True (issuing waits for a change to the spec, a policy or AWS), else 0.", []string{"namespace", "name"}, nil)
+	failedAttemptsDesc = prometheus.NewDesc("rolekeeper_assumedrole_failed_attempts",
+		"Failed issuance attempts since the AssumedRole's last success (status.failedAttempts).", []string{"namespace", "name"}, nil)
 
 	registerOnce sync.Once
 	collector    = &stateCollector{}
@@ -61,6 +65,8 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- expirationDesc
 	ch <- renewalDesc
 	ch <- readyDesc
+	ch <- stalledDesc
+	ch <- failedAttemptsDesc
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -81,6 +87,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ready = 1
 		}
 		ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, ready, ar.Namespace, ar.Name)
+		stalled := 0.0
+		if meta.IsStatusConditionTrue(ar.Status.Conditions, rkv1.ConditionStalled) {
+			stalled = 1
+		}
+		ch <- prometheus.MustNewConstMetric(stalledDesc, prometheus.GaugeValue, stalled, ar.Namespace, ar.Name)
+		ch <- prometheus.MustNewConstMetric(failedAttemptsDesc, prometheus.GaugeValue, float64(ar.Status.FailedAttempts), ar.Namespace, ar.Name)
 		if t := ar.Status.Expiration; t != nil {
 			ch <- prometheus.MustNewConstMetric(expirationDesc, prometheus.GaugeValue, float64(t.Unix()), ar.Namespace, ar.Name)
 		}

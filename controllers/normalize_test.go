@@ -21,7 +21,7 @@ func TestIssueTimesRoundTripThroughTheSecret(t *testing.T) {
 		issued := time.Date(2026, 11, 22, 12, 0, 0, ms*int(time.Millisecond), time.UTC)
 		res := &sts.Result{IssuedAt: issued, Credentials: sts.Credentials{AccessKeyID: "ASIAX", SecretAccessKey: "s", SessionToken: "t", Expiration: issued.Add(time.Hour)}}
 		normalize(res)
-		atIssue := renewal.Time(res.IssuedAt, res.Credentials.Expiration, renewalPolicy(ar), string(ar.UID))
+		atIssue := renewal.Time(res.IssuedAt, res.Credentials.Expiration, RenewalPolicy(ar), string(ar.UID))
 
 		data := secretdata.Render(secretdata.Input{AccessKeyID: "ASIAX", SecretAccessKey: "s", SessionToken: "t", Expiration: res.Credentials.Expiration})
 		back, ok := secretdata.Credentials(data)
@@ -29,7 +29,7 @@ func TestIssueTimesRoundTripThroughTheSecret(t *testing.T) {
 		if !ok || err != nil {
 			t.Fatal("round trip failed")
 		}
-		if later := renewal.Time(issuedBack, back.Expiration, renewalPolicy(ar), string(ar.UID)); !later.Equal(atIssue) {
+		if later := renewal.Time(issuedBack, back.Expiration, RenewalPolicy(ar), string(ar.UID)); !later.Equal(atIssue) {
 			t.Fatalf("issued at +%d ms: renewal %v at issue, %v from the Secret", ms, atIssue, later)
 		}
 	}

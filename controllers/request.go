@@ -142,9 +142,10 @@ func secretType(ar *rkv1.AssumedRole) corev1.SecretType {
 	return corev1.SecretTypeOpaque
 }
 
-// accessRequest is what an AssumedRole asks for as AssumedRolePolicies see it, read from the
-// spec alone: the access check runs before anything else is done with the spec.
-func accessRequest(ar *rkv1.AssumedRole) access.Request {
+// AccessRequest is what an AssumedRole asks for as AssumedRolePolicies see it, read from the
+// spec alone: the access check runs before anything else is done with the spec. kubectl
+// rolekeeper explain asks the same question.
+func AccessRequest(ar *rkv1.AssumedRole) access.Request {
 	if in := ar.Spec.AssumeRole; in != nil {
 		return access.Request{RoleArn: in.RoleArn, DurationSeconds: roleDuration(in), SessionName: sessionName(ar), SourceIdentity: in.SourceIdentity}
 	}
@@ -177,8 +178,8 @@ func sessionName(ar *rkv1.AssumedRole) string {
 	return sts.DefaultSessionName(ar.Namespace, ar.Name)
 }
 
-// renewalPolicy is the spec's renewal setting for pkg/renewal.
-func renewalPolicy(ar *rkv1.AssumedRole) renewal.Policy {
+// RenewalPolicy is the spec's renewal setting for pkg/renewal.
+func RenewalPolicy(ar *rkv1.AssumedRole) renewal.Policy {
 	var p renewal.Policy
 	if rn := ar.Spec.Renewal; rn != nil {
 		if rn.RenewBefore != nil {

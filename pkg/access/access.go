@@ -5,6 +5,7 @@ package access
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -43,26 +44,58 @@ type Decision struct {
 	Message string
 }
 
-// Evaluate allows the request when at least one policy selects the namespace and allows it.
-func Evaluate(policies []rkv1.AssumedRolePolicy, ns Namespace, req Request) Decision {
+// Verdict is what one AssumedRolePolicy says about a request.
+type Verdict struct {
+	Policy string
+	// Selects is true when the policy applies to the namespace.
+	Selects bool
+	// Pattern is the allowedRoleArns (or allowedRootTargets) pattern that matched the request;
+	// empty when none did, or when the task policy is not allowed.
+	Pattern string
+	// TaskPolicyAllowed is true for AssumeRoot when allowedTaskPolicies lists the task policy.
+	TaskPolicyAllowed bool
+	// Refusal says why a policy that allows the target refuses the rest of the request (its
+	// duration cap, its session names, its source identities); empty otherwise.
+	Refusal string
+	// Allows is true when the policy allows the request.
+	Allows bool
+}
+
+// Explain returns the verdict of every policy, ordered by name: Evaluate's reasoning, one policy
+// at a time.
+func Explain(policies []rkv1.AssumedRolePolicy, ns Namespace, req Request) []Verdict {
 	sorted := append([]rkv1.AssumedRolePolicy(nil), policies...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
-	var selecting []string
-	var limits []string // why policies that allow the target refuse this request
+	out := make([]Verdict, len(sorted))
 	for i := range sorted {
 		p := &sorted[i]
-		if !Selects(&p.Spec, ns) {
-			continue
+		v := Verdict{Policy: p.Name, Selects: Selects(&p.Spec, ns)}
+		if v.Selects {
+			v.Pattern, v.TaskPolicyAllowed = allowedTarget(&p.Spec, req)
+			if v.Pattern != "" {
+				v.Refusal = refusal(&p.Spec, req)
+				v.Allows = v.Refusal == ""
+			}
 		}
-		selecting = append(selecting, p.Name)
-		if !allowsTarget(&p.Spec, req) {
-			continue
+		out[i] = v
+	}
+	return out
+}
+
+// Evaluate allows the request when at least one policy selects the namespace and allows it.
+func Evaluate(policies []rkv1.AssumedRolePolicy, ns Namespace, req Request) Decision {
+	var selecting []string
+	var limits []string // why policies that allow the target refuse this request
+	for _, v := range Explain(policies, ns, req) {
+		if v.Allows {
+			return Decision{Allowed: true, Policy: v.Policy}
 		}
-		if why := refusal(&p.Spec, req); why != "" {
-			limits = append(limits, p.Name+" "+why)
-			continue
+		if v.Selects {
+			selecting = append(selecting, v.Policy)
 		}
-		return Decision{Allowed: true, Policy: p.Name}
+		if v.Refusal != "" {
+			limits = append(limits, v.Policy+" "+v.Refusal)
+		}
 	}
 	what := "role " + req.RoleArn
 	if req.RoleArn == "" {
@@ -103,37 +136,35 @@ func refusal(p *rkv1.AssumedRolePolicySpec, req Request) string {
 	if req.RoleArn == "" {
 		return ""
 	}
-	if len(p.AllowedSessionNames) > 0 && !anyGlob(p.AllowedSessionNames, req.SessionName) {
+	if len(p.AllowedSessionNames) > 0 && firstGlob(p.AllowedSessionNames, req.SessionName) == "" {
 		return fmt.Sprintf("allows session names %s (requested %s)", strings.Join(p.AllowedSessionNames, ", "), req.SessionName)
 	}
-	if req.SourceIdentity != "" && len(p.AllowedSourceIdentities) > 0 && !anyGlob(p.AllowedSourceIdentities, req.SourceIdentity) {
+	if req.SourceIdentity != "" && len(p.AllowedSourceIdentities) > 0 && firstGlob(p.AllowedSourceIdentities, req.SourceIdentity) == "" {
 		return fmt.Sprintf("allows source identities %s (requested %s)", strings.Join(p.AllowedSourceIdentities, ", "), req.SourceIdentity)
 	}
 	return ""
 }
 
-func allowsTarget(p *rkv1.AssumedRolePolicySpec, req Request) bool {
+// allowedTarget returns the pattern that allows the request's role (or AssumeRoot target), and
+// for AssumeRoot whether its task policy is allowed; the pattern is "" unless both hold.
+func allowedTarget(p *rkv1.AssumedRolePolicySpec, req Request) (pattern string, taskPolicy bool) {
 	if req.RoleArn != "" {
-		return anyGlob(p.AllowedRoleArns, req.RoleArn)
+		return firstGlob(p.AllowedRoleArns, req.RoleArn), false
 	}
-	if !anyGlob(p.AllowedRootTargets, req.TargetPrincipal) {
-		return false
+	taskPolicy = slices.Contains(p.AllowedTaskPolicies, req.TaskPolicy)
+	if !taskPolicy {
+		return "", false
 	}
-	for _, tp := range p.AllowedTaskPolicies {
-		if tp == req.TaskPolicy {
-			return true
-		}
-	}
-	return false
+	return firstGlob(p.AllowedRootTargets, req.TargetPrincipal), true
 }
 
-func anyGlob(patterns []string, s string) bool {
+func firstGlob(patterns []string, s string) string {
 	for _, p := range patterns {
 		if Glob(p, s) {
-			return true
+			return p
 		}
 	}
-	return false
+	return ""
 }
 
 // Glob matches s against pattern, where '*' matches any run of characters (including '/' and

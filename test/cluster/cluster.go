@@ -164,8 +164,12 @@ func (c *ControlPlane) Config(token string) *rest.Config {
 }
 
 // Kubeconfig writes a kubeconfig for a token and returns its path.
-func (c *ControlPlane) Kubeconfig(token string) (string, error) {
-	path := filepath.Join(c.Dir, token+".kubeconfig")
+func (c *ControlPlane) Kubeconfig(token string) (string, error) { return c.KubeconfigFor(token, token) }
+
+// KubeconfigFor writes a kubeconfig named name for a bearer token (for example a ServiceAccount
+// token from the TokenRequest API) and returns its path.
+func (c *ControlPlane) KubeconfigFor(name, token string) (string, error) {
+	path := filepath.Join(c.Dir, name+".kubeconfig")
 	doc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters: [{name: rolekeeper, cluster: {server: %q, insecure-skip-tls-verify: true}}]

@@ -156,6 +156,12 @@ func operator(t *testing.T, identity ststest.Principal, endpoint string, args ..
 	if err != nil {
 		t.Fatal(err)
 	}
+	return operatorAs(t, kc, identity, endpoint, args...)
+}
+
+// operatorAs runs the rolekeeper binary with the given kubeconfig and AWS identity.
+func operatorAs(t *testing.T, kc string, identity ststest.Principal, endpoint string, args ...string) *cluster.Process {
+	t.Helper()
 	env := []string{
 		"KUBECONFIG=" + kc,
 		"AWS_ACCESS_KEY_ID=" + identity.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + identity.SecretAccessKey,
