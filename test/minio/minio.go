@@ -76,21 +76,28 @@ func Start(t testing.TB) *Server {
 			t.Logf("MinIO log:\n%s", out)
 		}
 	})
+	// Ready answers before the object layer is up (S3 calls then get XMinioServerNotInitialized);
+	// the cluster check answers 200 only once it can take writes.
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, s.URL+"/minio/health/ready", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s
+	for _, check := range []string{"/minio/health/ready", "/minio/health/cluster"} {
+		for !s.healthy(check) {
+			if time.Now().After(deadline) {
+				t.Fatalf("MinIO at %s did not pass %s", s.URL, check)
 			}
+			time.Sleep(200 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("MinIO did not become ready at %s", s.URL)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
+	return s
+}
+
+func (s *Server) healthy(path string) bool {
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, s.URL+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // Root returns MinIO's root credentials.
