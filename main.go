@@ -15,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -99,7 +100,7 @@ func (f *flags) validate() error {
 	}
 	for _, e := range []struct{ name, url string }{{"--sts-endpoint", f.stsEndpoint}, {"--ecr-endpoint", f.ecrEndpoint}} {
 		if e.url != "" && !strings.HasPrefix(e.url, "https://") && !strings.HasPrefix(e.url, "http://") {
-			errs = append(errs, fmt.Errorf("%s must be a URL starting with https://, got %q", e.name, e.url))
+			errs = append(errs, fmt.Errorf("%s must be a URL starting with https:// (or http:// for a local test endpoint), got %q", e.name, e.url))
 		}
 	}
 	if f.metricsCertDir != "" && !f.metricsSecure {
@@ -188,6 +189,10 @@ func run(f *flags) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 	ctx := ctrl.SetupSignalHandler()
+	metrics := controllers.NewMetrics(mgr.GetClient())
+	if err := metrics.Register(ctrlmetrics.Registry); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	stsClient, err := sts.LoadDefault(ctx, sts.Options{
 		Region:       f.region,
 		Endpoint:     f.stsEndpoint,
@@ -196,7 +201,7 @@ func run(f *flags) error {
 		UseDualStack: f.useDualStackEndpoint,
 		QPS:          f.stsQPS,
 		Burst:        f.stsBurst,
-		Observe:      controllers.ObserveSTS,
+		Observe:      metrics.ObserveSTS,
 		OnIdentity: func(id sts.Identity) {
 			log.Info("operator AWS identity", "arn", id.Arn, "kind", id.Kind(), "roleChaining", id.RoleSession())
 		},

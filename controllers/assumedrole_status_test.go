@@ -37,9 +37,11 @@ func TestStatusSetters(t *testing.T) {
 		apply  func(ar *rkv1.AssumedRole)
 		want   want
 		reason string
-		check  func(t *testing.T, ar *rkv1.AssumedRole)
+		// msgs are the messages of Ready, Issuing and Stalled: what users read.
+		msgs  [3]string
+		check func(t *testing.T, ar *rkv1.AssumedRole)
 	}{
-		{"issued", func(ar *rkv1.AssumedRole) { setIssued(ar, issued) }, want{T, F, F}, rkv1.ReasonIssued, func(t *testing.T, ar *rkv1.AssumedRole) {
+		{"issued", func(ar *rkv1.AssumedRole) { setIssued(ar, issued) }, want{T, F, F}, rkv1.ReasonIssued, [3]string{"credentials in Secret s are valid until 2026-11-22T13:00:00Z; renewal at 2026-11-22T12:40:00Z", "credentials are current", ""}, func(t *testing.T, ar *rkv1.AssumedRole) {
 			if ar.Status.ObservedGeneration != 3 || *ar.Status.PackedPolicySize != 7 || !ar.Status.Expiration.Time.Equal(t0.Add(time.Hour)) {
 				t.Errorf("status %+v", ar.Status)
 			}
@@ -47,7 +49,9 @@ func TestStatusSetters(t *testing.T) {
 		{"retryable failure with valid credentials keeps Ready", func(ar *rkv1.AssumedRole) {
 			setIssued(ar, issued)
 			setIssueFailed(ar, failureFacts{code: "Throttling", message: "Rate exceeded", retryable: true, at: t0.Add(41 * time.Minute), retryAt: t0.Add(41*time.Minute + 5*time.Second), dueReason: rkv1.ReasonRenewalDue, validUntil: t0.Add(time.Hour)})
-		}, want{T, T, F}, rkv1.ReasonIssueFailed, func(t *testing.T, ar *rkv1.AssumedRole) {
+		}, want{T, T, F}, rkv1.ReasonIssueFailed, [3]string{
+			"credentials in Secret s remain valid until 2026-11-22T13:00:00Z; renewal is failing (Throttling) and retries at 2026-11-22T12:41:05Z",
+			"attempt 1 failed with Throttling: Rate exceeded; retrying at 2026-11-22T12:41:05Z", ""}, func(t *testing.T, ar *rkv1.AssumedRole) {
 			if ar.Status.FailedAttempts != 1 || ar.Status.LastFailure.Code != "Throttling" || !ar.Status.RenewalTime.Time.Equal(t0.Add(41*time.Minute+5*time.Second)) {
 				t.Errorf("status %+v", ar.Status)
 			}
@@ -57,21 +61,22 @@ func TestStatusSetters(t *testing.T) {
 		}},
 		{"retryable failure without credentials", func(ar *rkv1.AssumedRole) {
 			setIssueFailed(ar, failureFacts{code: "ServiceUnavailable", retryable: true, at: t0, retryAt: t0.Add(5 * time.Second), dueReason: rkv1.ReasonSecretMissing})
-		}, want{F, T, F}, rkv1.ReasonIssueFailed, nil},
+		}, want{F, T, F}, rkv1.ReasonIssueFailed, [3]string{"attempt 1 failed with ServiceUnavailable: ", "attempt 1 failed with ServiceUnavailable: ; retrying at 2026-11-22T12:00:05Z", ""}, nil},
 		{"retryable failure after expiry", func(ar *rkv1.AssumedRole) {
 			setIssueFailed(ar, failureFacts{code: "Throttling", retryable: true, at: t0.Add(2 * time.Hour), retryAt: t0.Add(2 * time.Hour), validUntil: t0.Add(time.Hour)})
-		}, want{F, T, F}, rkv1.ReasonIssueFailed, nil},
+		}, want{F, T, F}, rkv1.ReasonIssueFailed, [3]string{"attempt 1 failed with Throttling: ", "attempt 1 failed with Throttling: ; retrying at 2026-11-22T14:00:00Z", ""}, nil},
 		{"terminal failure stalls", func(ar *rkv1.AssumedRole) {
 			setIssued(ar, issued)
 			setIssueFailed(ar, failureFacts{code: "AccessDenied", at: t0, retryAt: t0.Add(10 * time.Minute), validUntil: t0.Add(time.Hour)})
-		}, want{F, F, T}, rkv1.ReasonIssueFailed, nil},
+		}, want{F, F, T}, rkv1.ReasonIssueFailed, [3]string{"attempt 1 failed with AccessDenied: ", "attempt 1 failed with AccessDenied: ",
+			"attempt 1 failed with AccessDenied: ; retrying at 2026-11-22T12:10:00Z or when the spec changes"}, nil},
 		{"success after failures clears them", func(ar *rkv1.AssumedRole) {
 			setIssueFailed(ar, failureFacts{code: "Throttling", retryable: true, at: t0, retryAt: t0})
 			setIssueFailed(ar, failureFacts{code: "Throttling", retryable: true, at: t0, retryAt: t0})
 			f := issued
 			f.reason = rkv1.ReasonRenewed
 			setIssued(ar, f)
-		}, want{T, F, F}, rkv1.ReasonRenewed, func(t *testing.T, ar *rkv1.AssumedRole) {
+		}, want{T, F, F}, rkv1.ReasonRenewed, [3]string{"credentials in Secret s are valid until 2026-11-22T13:00:00Z; renewal at 2026-11-22T12:40:00Z", "credentials are current", ""}, func(t *testing.T, ar *rkv1.AssumedRole) {
 			if ar.Status.FailedAttempts != 0 || ar.Status.LastFailure != nil {
 				t.Errorf("status %+v", ar.Status)
 			}
@@ -82,9 +87,9 @@ func TestStatusSetters(t *testing.T) {
 			setIssued(ar, f)
 			f.reason = ""
 			setIssued(ar, f)
-		}, want{T, F, F}, rkv1.ReasonRenewed, nil},
-		{"not permitted stalls", func(ar *rkv1.AssumedRole) { setBlocked(ar, rkv1.ReasonNotPermitted, "no", true) }, want{F, F, T}, rkv1.ReasonNotPermitted, nil},
-		{"source not ready waits", func(ar *rkv1.AssumedRole) { setBlocked(ar, rkv1.ReasonSourceNotReady, "wait", false) }, want{F, T, F}, rkv1.ReasonSourceNotReady, nil},
+		}, want{T, F, F}, rkv1.ReasonRenewed, [3]string{"credentials in Secret s are valid until 2026-11-22T13:00:00Z; renewal at 2026-11-22T12:40:00Z", "credentials are current", ""}, nil},
+		{"not permitted stalls", func(ar *rkv1.AssumedRole) { setBlocked(ar, rkv1.ReasonNotPermitted, "no", true) }, want{F, F, T}, rkv1.ReasonNotPermitted, [3]string{"no", "no", "no"}, nil},
+		{"source not ready waits", func(ar *rkv1.AssumedRole) { setBlocked(ar, rkv1.ReasonSourceNotReady, "wait", false) }, want{F, T, F}, rkv1.ReasonSourceNotReady, [3]string{"wait", "wait", ""}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -95,6 +100,11 @@ func TestStatusSetters(t *testing.T) {
 			}
 			if r := meta.FindStatusCondition(ar.Status.Conditions, rkv1.ConditionReady).Reason; r != c.reason {
 				t.Errorf("Ready reason %s, want %s", r, c.reason)
+			}
+			for i, typ := range []string{rkv1.ConditionReady, rkv1.ConditionIssuing, rkv1.ConditionStalled} {
+				if got := meta.FindStatusCondition(ar.Status.Conditions, typ).Message; got != c.msgs[i] {
+					t.Errorf("%s message\n got %q\nwant %q", typ, got, c.msgs[i])
+				}
 			}
 			if c.check != nil {
 				c.check(t, ar)

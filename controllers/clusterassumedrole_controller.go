@@ -2,15 +2,14 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -29,10 +28,6 @@ import (
 // +kubebuilder:rbac:groups=rolekeeper.io,resources=clusterassumedroles/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=rolekeeper.io,resources=clusterassumedroles/finalizers,verbs=update
 // +kubebuilder:rbac:groups=rolekeeper.io,resources=assumedroles,verbs=get;list;watch;create;update;delete
-
-// maxListedFailures bounds status.failures, so a selector over thousands of namespaces cannot
-// grow the object without limit; status.failedNamespaces still counts them all.
-const maxListedFailures = 32
 
 // ClusterAssumedRoleReconciler keeps one AssumedRole per selected namespace for each
 // ClusterAssumedRole, and reports how they are doing. It never calls AWS: each AssumedRole is
@@ -63,8 +58,9 @@ func (r *ClusterAssumedRoleReconciler) Reconcile(ctx context.Context, req ctrl.R
 	return ctrl.Result{}, err
 }
 
+// sync brings the AssumedRoles of the selected namespaces in line with the template, removes
+// those of namespaces no longer selected, and sets status from how they are doing.
 func (r *ClusterAssumedRoleReconciler) sync(ctx context.Context, car *rkv1.ClusterAssumedRole) error {
-	log := ctrl.LoggerFrom(ctx)
 	selector, err := metav1.LabelSelectorAsSelector(&car.Spec.NamespaceSelector)
 	if err != nil {
 		setClusterReady(car, metav1.ConditionFalse, rkv1.ReasonInvalidSelector, "spec.namespaceSelector: "+err.Error())
@@ -74,19 +70,49 @@ func (r *ClusterAssumedRoleReconciler) sync(ctx context.Context, car *rkv1.Clust
 	if err != nil {
 		return err
 	}
+	owned, err := r.owned(ctx, car)
+	if err != nil {
+		return err
+	}
+	if err := r.prune(ctx, owned, selected); err != nil {
+		return err
+	}
+	var counts namespaceCounts
+	counts.selected = int32(len(selected)) //nolint:gosec // a namespace count fits
+	for _, ns := range slices.Sorted(maps.Keys(selected)) {
+		ar, err := r.ensure(ctx, car, ns, owned[ns])
+		var taken *assumedRoleTaken
+		switch {
+		case errors.As(err, &taken):
+			counts.failed(rkv1.NamespaceFailure{Namespace: ns, Reason: rkv1.ReasonAssumedRoleConflict, Message: taken.Error()})
+			continue
+		case err != nil:
+			return err
+		}
+		counts.add(ns, ar)
+	}
+	setClusterStatus(car, counts)
+	return nil
+}
+
+// owned are the AssumedRoles the ClusterAssumedRole controls, by namespace.
+func (r *ClusterAssumedRoleReconciler) owned(ctx context.Context, car *rkv1.ClusterAssumedRole) (map[string]*rkv1.AssumedRole, error) {
 	var children rkv1.AssumedRoleList
 	if err := r.List(ctx, &children, client.MatchingLabels{rkv1.LabelClusterAssumedRole: car.Name}); err != nil {
-		return err
+		return nil, err
 	}
 	owned := map[string]*rkv1.AssumedRole{}
 	for i := range children.Items {
-		ar := &children.Items[i]
-		if metav1.IsControlledBy(ar, car) {
+		if ar := &children.Items[i]; metav1.IsControlledBy(ar, car) {
 			owned[ar.Namespace] = ar
 		}
 	}
+	return owned, nil
+}
 
-	// Namespaces that no longer match lose their AssumedRole (and through it the Secret).
+// prune deletes the AssumedRoles of namespaces that are no longer selected (and through them
+// their Secrets), each only as it was read.
+func (r *ClusterAssumedRoleReconciler) prune(ctx context.Context, owned map[string]*rkv1.AssumedRole, selected map[string]bool) error {
 	for ns, ar := range owned {
 		if selected[ns] {
 			continue
@@ -95,55 +121,7 @@ func (r *ClusterAssumedRoleReconciler) sync(ctx context.Context, car *rkv1.Clust
 		if err := r.Delete(ctx, ar, client.Preconditions{UID: &uid, ResourceVersion: &rv}); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("deleting AssumedRole %s/%s of a namespace no longer selected: %w", ns, ar.Name, err)
 		}
-		log.Info("deleted AssumedRole of a namespace no longer selected", "namespace", ns)
-	}
-
-	var ready, pending int32
-	var failures []rkv1.NamespaceFailure
-	for _, ns := range slices.Sorted(maps.Keys(selected)) {
-		ar, err := r.ensure(ctx, car, ns, owned[ns])
-		if err != nil {
-			return err
-		}
-		if ar == nil {
-			failures = append(failures, rkv1.NamespaceFailure{Namespace: ns, Reason: rkv1.ReasonAssumedRoleConflict,
-				Message: fmt.Sprintf("AssumedRole %s/%s exists and is not owned by this ClusterAssumedRole; it is left untouched", ns, car.Name)})
-			continue
-		}
-		c := meta.FindStatusCondition(ar.Status.Conditions, rkv1.ConditionReady)
-		switch {
-		case c == nil || c.ObservedGeneration != ar.Generation:
-			pending++
-		case c.Status == metav1.ConditionTrue:
-			ready++
-		case meta.IsStatusConditionTrue(ar.Status.Conditions, rkv1.ConditionStalled) || ar.Status.FailedAttempts > 0:
-			failures = append(failures, rkv1.NamespaceFailure{Namespace: ns, Reason: c.Reason, Message: c.Message})
-		default:
-			pending++ // for example waiting for a chain's source
-		}
-	}
-	st := &car.Status
-	st.ObservedGeneration = car.Generation
-	st.SelectedNamespaces, st.ReadyNamespaces, st.FailedNamespaces = int32(len(selected)), ready, int32(len(failures)) //nolint:gosec // namespace counts fit
-	st.Failures = failures[:min(len(failures), maxListedFailures)]
-	if len(st.Failures) == 0 {
-		st.Failures = nil
-	}
-	switch {
-	case len(failures) > 0:
-		names := make([]string, 0, 3)
-		for _, f := range failures[:min(len(failures), 3)] {
-			names = append(names, f.Namespace+" ("+f.Reason+")")
-		}
-		more := ""
-		if len(failures) > 3 {
-			more = fmt.Sprintf(" and %d more", len(failures)-3)
-		}
-		setClusterReady(car, metav1.ConditionFalse, rkv1.ReasonNamespacesFailing, fmt.Sprintf("%d of %d namespaces ready; failing: %s%s", ready, len(selected), strings.Join(names, ", "), more))
-	case pending > 0:
-		setClusterReady(car, metav1.ConditionFalse, rkv1.ReasonNamespacesPending, fmt.Sprintf("%d of %d namespaces ready; %d issuing", ready, len(selected), pending))
-	default:
-		setClusterReady(car, metav1.ConditionTrue, rkv1.ReasonAllNamespacesReady, fmt.Sprintf("%d of %d namespaces ready", ready, len(selected)))
+		ctrl.LoggerFrom(ctx).Info("deleted AssumedRole of a namespace no longer selected", "namespace", ns)
 	}
 	return nil
 }
@@ -163,8 +141,16 @@ func (r *ClusterAssumedRoleReconciler) selectedNamespaces(ctx context.Context, s
 	return out, nil
 }
 
-// ensure makes the namespace's AssumedRole match the template. It returns nil (and no error) when
-// an AssumedRole of that name exists there and is not this ClusterAssumedRole's.
+// assumedRoleTaken: an AssumedRole of the ClusterAssumedRole's name exists in the namespace and
+// is someone else's; it is left untouched and reported.
+type assumedRoleTaken struct{ namespace, name string }
+
+func (e *assumedRoleTaken) Error() string {
+	return fmt.Sprintf("AssumedRole %s/%s exists and is not owned by this ClusterAssumedRole; it is left untouched", e.namespace, e.name)
+}
+
+// ensure makes the namespace's AssumedRole match the template. It fails with *assumedRoleTaken
+// when an AssumedRole of that name exists there and is not this ClusterAssumedRole's.
 func (r *ClusterAssumedRoleReconciler) ensure(ctx context.Context, car *rkv1.ClusterAssumedRole, ns string, cur *rkv1.AssumedRole) (*rkv1.AssumedRole, error) {
 	if cur == nil {
 		ar := &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Name: car.Name, Namespace: ns}}
@@ -185,7 +171,7 @@ func (r *ClusterAssumedRoleReconciler) ensure(ctx context.Context, car *rkv1.Clu
 			return nil, err
 		}
 		if !metav1.IsControlledBy(cur, car) {
-			return nil, nil // someone else's: left untouched, reported
+			return nil, &assumedRoleTaken{namespace: ns, name: car.Name}
 		}
 		// Ours, with its label removed: the update below restores it.
 	}
@@ -216,12 +202,6 @@ func (r *ClusterAssumedRoleReconciler) apply(car *rkv1.ClusterAssumedRole, ar *r
 		}
 		maps.Copy(ar.Annotations, t.Metadata.Annotations)
 	}
-}
-
-func setClusterReady(car *rkv1.ClusterAssumedRole, status metav1.ConditionStatus, reason, message string) {
-	meta.SetStatusCondition(&car.Status.Conditions, metav1.Condition{
-		Type: rkv1.ConditionReady, Status: status, Reason: reason, Message: message, ObservedGeneration: car.Generation,
-	})
 }
 
 func serves(watched []string, namespace string) bool {

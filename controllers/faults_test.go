@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
@@ -327,13 +326,14 @@ func TestNotPermittedUntilAPolicyAllows(t *testing.T) {
 
 // State metrics come from the cache at scrape time; STS calls are counted by outcome.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, ststest.Options{})
 	h.start()
 	h.assumedRole("app", nil)
 	ar := h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, "", 30*time.Second)
 	var found map[string]float64
 	h.eventually(10*time.Second, "state metrics for the AssumedRole", func() bool {
-		found = gather(t, h.ns, "app")
+		found = h.gather("app")
 		return found["rolekeeper_assumedrole_ready"] == 1
 	})
 	if got := found["rolekeeper_credentials_expiration_timestamp_seconds"]; got != float64(ar.Status.Expiration.Unix()) {
@@ -342,7 +342,7 @@ func TestMetrics(t *testing.T) {
 	if got := found["rolekeeper_credentials_renewal_timestamp_seconds"]; got != float64(ar.Status.RenewalTime.Unix()) {
 		t.Errorf("renewal metric %v, status %v", got, ar.Status.RenewalTime.Unix())
 	}
-	families, err := ctrlmetrics.Registry.Gather()
+	families, err := h.registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +360,7 @@ func TestMetrics(t *testing.T) {
 	if err := k8s.Delete(context.Background(), ar); err != nil {
 		t.Fatal(err)
 	}
-	h.eventually(10*time.Second, "series of the deleted AssumedRole gone", func() bool { return len(gather(t, h.ns, "app")) == 0 })
+	h.eventually(10*time.Second, "series of the deleted AssumedRole gone", func() bool { return len(h.gather("app")) == 0 })
 }
 
 func labelsOf(m *dto.Metric) map[string]string {
@@ -371,11 +371,14 @@ func labelsOf(m *dto.Metric) map[string]string {
 	return out
 }
 
-func gather(t *testing.T, ns, name string) map[string]float64 {
-	families, err := ctrlmetrics.Registry.Gather()
+// gather reads the state metrics of one AssumedRole of the test's namespace.
+func (h *harness) gather(name string) map[string]float64 {
+	h.t.Helper()
+	families, err := h.registry.Gather()
 	if err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
+	ns := h.ns
 	out := map[string]float64{}
 	for _, f := range families {
 		for _, m := range f.GetMetric() {

@@ -2,29 +2,16 @@ package controllers
 
 import (
 	"context"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 )
 
 var (
-	stsRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "rolekeeper_sts_requests_total",
-		Help: "Calls to AWS STS by operation and outcome (OK or the AWS error code).",
-	}, []string{"operation", "code"})
-	stsDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "rolekeeper_sts_request_duration_seconds",
-		Help:    "Duration of calls to AWS STS, rate-limit wait and SDK retries included.",
-		Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
-	}, []string{"operation"})
-
 	expirationDesc = prometheus.NewDesc("rolekeeper_credentials_expiration_timestamp_seconds",
 		"When the credentials in the AssumedRole's Secret expire (Unix time).", []string{"namespace", "name"}, nil)
 	renewalDesc = prometheus.NewDesc("rolekeeper_credentials_renewal_timestamp_seconds",
@@ -35,30 +22,52 @@ var (
 		"1 when the AssumedRole's Stalled condition is True (issuing waits for a change to the spec, a policy or AWS), else 0.", []string{"namespace", "name"}, nil)
 	failedAttemptsDesc = prometheus.NewDesc("rolekeeper_assumedrole_failed_attempts",
 		"Failed issuance attempts since the AssumedRole's last success (status.failedAttempts).", []string{"namespace", "name"}, nil)
-
-	registerOnce sync.Once
-	collector    = &stateCollector{}
 )
 
-// ObserveSTS records one STS call; it is the pkg/sts Options.Observe hook.
-func ObserveSTS(operation, code string, took time.Duration) {
-	stsRequests.WithLabelValues(operation, code).Inc()
-	stsDuration.WithLabelValues(operation).Observe(took.Seconds())
+// Metrics are rolekeeper's Prometheus metrics: calls to STS (and ECR), counted as they are
+// made, and the state of every AssumedRole, read from a reader (the manager's cache) at scrape
+// time, so that a deleted AssumedRole leaves no series behind.
+type Metrics struct {
+	stsRequests *prometheus.CounterVec
+	stsDuration *prometheus.HistogramVec
+	state       *stateCollector
 }
 
-// RegisterStateCollector registers the metrics with controller-runtime's registry once, and
-// points the state collector at reader (the manager's cache).
-func RegisterStateCollector(reader client.Reader) {
-	collector.reader.Store(&reader)
-	registerOnce.Do(func() {
-		ctrlmetrics.Registry.MustRegister(stsRequests, stsDuration, collector)
-	})
+// NewMetrics returns the metrics of one operator, whose AssumedRoles reader holds.
+func NewMetrics(reader client.Reader) *Metrics {
+	return &Metrics{
+		stsRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rolekeeper_sts_requests_total",
+			Help: "Calls to AWS STS by operation and outcome (OK or the AWS error code).",
+		}, []string{"operation", "code"}),
+		stsDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "rolekeeper_sts_request_duration_seconds",
+			Help:    "Duration of calls to AWS STS, rate-limit wait and SDK retries included.",
+			Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+		}, []string{"operation"}),
+		state: &stateCollector{reader: reader},
+	}
 }
 
-// stateCollector reads AssumedRoles from the cache at scrape time, so a deleted AssumedRole
-// leaves no stale series behind.
+// Register registers the metrics with reg (controller-runtime's metrics.Registry in the manager).
+func (m *Metrics) Register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.stsRequests, m.stsDuration, m.state} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ObserveSTS records one call; it is the pkg/sts Options.Observe hook.
+func (m *Metrics) ObserveSTS(operation, code string, took time.Duration) {
+	m.stsRequests.WithLabelValues(operation, code).Inc()
+	m.stsDuration.WithLabelValues(operation).Observe(took.Seconds())
+}
+
+// stateCollector reads AssumedRoles at scrape time.
 type stateCollector struct {
-	reader atomic.Pointer[client.Reader]
+	reader client.Reader
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -70,14 +79,10 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	r := c.reader.Load()
-	if r == nil {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var list rkv1.AssumedRoleList
-	if err := (*r).List(ctx, &list); err != nil {
+	if err := c.reader.List(ctx, &list); err != nil {
 		return
 	}
 	for i := range list.Items {

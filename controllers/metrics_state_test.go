@@ -7,7 +7,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
@@ -27,11 +26,10 @@ func TestStateCollectorReportsStalledAndFailedAttempts(t *testing.T) {
 	denied := &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "denied"},
 		Status: rkv1.AssumedRoleStatus{Conditions: conds(metav1.ConditionFalse, metav1.ConditionTrue), FailedAttempts: 3}}
 	reader := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(healthy, denied).Build()
-	c := &stateCollector{}
-	var r client.Reader = reader
-	c.reader.Store(&r)
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
+	if err := NewMetrics(reader).Register(reg); err != nil {
+		t.Fatal(err)
+	}
 	want := `
 # HELP rolekeeper_assumedrole_failed_attempts Failed issuance attempts since the AssumedRole's last success (status.failedAttempts).
 # TYPE rolekeeper_assumedrole_failed_attempts gauge

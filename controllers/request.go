@@ -36,8 +36,9 @@ type request struct {
 	sentTags bool
 }
 
-// buildRequest turns the spec into an STS request. It fails only for what admission cannot
-// check: a missing region for AssumeRoot, or a limit the operator's additions break.
+// buildRequest turns the spec into an STS request. It fails for what admission cannot check,
+// because it depends on the operator's flags: no region at all, a limit the operator's own tags
+// break, transitive keys naming a tag the operator does not send.
 func buildRequest(ar *rkv1.AssumedRole, opts Options) (*request, error) {
 	spec := &ar.Spec
 	region := spec.Region

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"strconv"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -17,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
-	"github.com/rolekeeper/rolekeeper/pkg/renewal"
 	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
 )
@@ -49,27 +46,8 @@ func conflictKnown(ar *rkv1.AssumedRole) bool {
 	return c != nil && c.Reason == rkv1.ReasonSecretConflict
 }
 
-// stamp is what the Secret's annotations record about the credentials in it.
-type stamp struct {
-	issuedAt    time.Time
-	requestHash string
-	rotate      string // the rotate annotation the credentials answered
-	slot        int    // the renewal slot chosen at issue
-}
-
-// stampOf reads the stamp of a Secret the operator wrote. A slot that is missing or not one of
-// renewal.Choices is slot 0.
-func stampOf(secret *corev1.Secret) stamp {
-	issued, _ := issuedAt(secret)
-	st := stamp{issuedAt: issued, requestHash: secret.Annotations[rkv1.AnnotationRequestHash], rotate: secret.Annotations[rkv1.AnnotationRotate]}
-	if slot, err := strconv.Atoi(secret.Annotations[rkv1.AnnotationRenewalSlot]); err == nil && slot > 0 && slot < renewal.Choices {
-		st.slot = slot
-	}
-	return st
-}
-
 // desiredSecret is the Secret for the given credentials under the current spec.
-func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, st stamp) (*corev1.Secret, error) {
+func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, st secretdata.Stamp) (*corev1.Secret, error) {
 	ar := s.ar
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
@@ -96,19 +74,22 @@ func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, 
 	maps.Copy(secret.Labels, ar.Spec.Secret.Labels)
 	maps.Copy(secret.Annotations, ar.Spec.Secret.Annotations)
 	secret.Labels[rkv1.LabelAssumedRole] = ar.Name
-	secret.Annotations[rkv1.AnnotationExpiration] = rfc3339(creds.Expiration)
-	secret.Annotations[rkv1.AnnotationIssuedAt] = rfc3339(st.issuedAt)
-	secret.Annotations[rkv1.AnnotationRequestHash] = st.requestHash
-	if st.rotate != "" {
-		secret.Annotations[rkv1.AnnotationRotate] = st.rotate
-	}
-	if st.slot > 0 {
-		secret.Annotations[rkv1.AnnotationRenewalSlot] = strconv.Itoa(st.slot)
-	}
+	st.Expiration = creds.Expiration
+	st.Annotate(secret.Annotations)
 	if err := controllerutil.SetControllerReference(ar, secret, r.Scheme()); err != nil {
 		return nil, err
 	}
 	return secret, nil
+}
+
+// secretInput is what the Secret holds of issued credentials; signingCredentials what a chain
+// signs with from a Secret's. The two directions of one correspondence.
+func secretInput(c sts.Credentials) secretdata.Input {
+	return secretdata.Input{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken, Expiration: c.Expiration}
+}
+
+func signingCredentials(in secretdata.Input) *sts.Credentials {
+	return &sts.Credentials{AccessKeyID: in.AccessKeyID, SecretAccessKey: in.SecretAccessKey, SessionToken: in.SessionToken, Expiration: in.Expiration}
 }
 
 // templateError: spec.secret.template does not render with the credentials at hand.
@@ -122,8 +103,8 @@ func (e *templateError) Error() string { return "spec.secret.template: " + e.msg
 // to be this AssumedRole's (one deleted and re-created by someone else meanwhile is never
 // adopted), and one found gone is created.
 func (r *AssumedRoleReconciler) writeSecret(ctx context.Context, s *scope, res *sts.Result, slot int) error {
-	creds := secretdata.Input{AccessKeyID: res.Credentials.AccessKeyID, SecretAccessKey: res.Credentials.SecretAccessKey, SessionToken: res.Credentials.SessionToken, Expiration: res.Credentials.Expiration}
-	desired, err := r.desiredSecret(s, creds, stamp{issuedAt: res.IssuedAt, requestHash: s.req.hash, rotate: s.ar.Annotations[rkv1.AnnotationRotate], slot: slot})
+	desired, err := r.desiredSecret(s, secretInput(res.Credentials),
+		secretdata.Stamp{IssuedAt: res.IssuedAt, RequestHash: s.req.hash, Rotate: s.ar.Annotations[rkv1.AnnotationRotate], Slot: slot})
 	if err != nil {
 		return err
 	}

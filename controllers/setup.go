@@ -56,7 +56,6 @@ func (r *AssumedRoleReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 	}); err != nil {
 		return err
 	}
-	RegisterStateCollector(mgr.GetClient())
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&rkv1.AssumedRole{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(secretChangedByOthers)).

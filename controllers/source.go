@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
@@ -26,43 +24,39 @@ const maxChainDepth = 16
 // (SourceNotReady) while the source has no credentials fit to sign with, and refuses chains that
 // loop back or whose sessions AWS would refuse. Nothing is read when nothing is due, so a steady
 // chain costs no extra work.
-func (r *AssumedRoleReconciler) resolveSource(ctx context.Context, s *scope) (bool, ctrl.Result, error) {
+func (r *AssumedRoleReconciler) resolveSource(ctx context.Context, s *scope) outcome {
 	if s.ar.Spec.Source == nil {
-		return false, ctrl.Result{}, nil
+		return proceed()
 	}
 	links, cycle, err := r.chain(ctx, s.ar)
 	if err != nil {
-		return true, ctrl.Result{}, err
+		return failed(err)
 	}
 	if cycle != "" {
-		r.block(s, rkv1.ReasonInvalidSpec, "spec.source forms a cycle: "+cycle+"; break the chain", true)
-		return true, ctrl.Result{}, nil
+		return stalled(rkv1.ReasonInvalidSpec, "spec.source forms a cycle: "+cycle+"; break the chain")
 	}
 	ref := s.ar.Spec.Source.AssumedRoleRef.Name
 	if len(links) == 0 {
-		r.block(s, rkv1.ReasonSourceNotReady, fmt.Sprintf("source AssumedRole %s does not exist in namespace %s", ref, s.ar.Namespace), false)
-		return true, ctrl.Result{}, nil // its creation re-queues this AssumedRole
+		// Its creation re-queues this AssumedRole.
+		return waiting(rkv1.ReasonSourceNotReady, fmt.Sprintf("source AssumedRole %s does not exist in namespace %s", ref, s.ar.Namespace))
 	}
 	src := links[0]
 	if src.Spec.Secret.ECR != nil {
-		r.block(s, rkv1.ReasonInvalidSpec, fmt.Sprintf("source AssumedRole %s writes an image-pull Secret, which holds no AWS credentials; chain from an AssumedRole with the default Secret type", ref), true)
-		return true, ctrl.Result{}, nil
+		return stalled(rkv1.ReasonInvalidSpec, fmt.Sprintf("source AssumedRole %s writes an image-pull Secret, which holds no AWS credentials; chain from an AssumedRole with the default Secret type", ref))
 	}
 	if msg := r.inheritedConflict(s, links); msg != "" {
-		r.block(s, rkv1.ReasonInvalidSpec, msg, true)
-		return true, ctrl.Result{}, nil
+		return stalled(rkv1.ReasonInvalidSpec, msg)
 	}
 	creds, why, err := r.sourceCredentials(ctx, src)
 	if err != nil {
-		return true, ctrl.Result{}, err
+		return failed(err)
 	}
 	if why != "" {
 		// The source's next issuance changes its Secret, which re-queues this AssumedRole.
-		r.block(s, rkv1.ReasonSourceNotReady, fmt.Sprintf("source AssumedRole %s %s", ref, why), false)
-		return true, ctrl.Result{}, nil
+		return waiting(rkv1.ReasonSourceNotReady, fmt.Sprintf("source AssumedRole %s %s", ref, why))
 	}
 	s.source = creds
-	return false, ctrl.Result{}, nil
+	return proceed()
 }
 
 // chain follows spec.source from ar: the AssumedRoles it names, the direct source first, as far
@@ -178,16 +172,16 @@ func (r *AssumedRoleReconciler) sourceCredentials(ctx context.Context, src *rkv1
 	if !metav1.IsControlledBy(secret, src) || !complete {
 		return nil, "has no valid credentials yet", nil
 	}
+	stamp, _ := secretdata.ParseStamp(secret.Annotations)
 	if failing {
-		if req, err := buildRequest(src, r.Options); err != nil || secret.Annotations[rkv1.AnnotationRequestHash] != req.hash {
+		if req, err := buildRequest(src, r.Options); err != nil || stamp.RequestHash != req.hash {
 			return nil, "is failing, and its Secret holds credentials for an earlier spec", nil
 		}
 	}
-	issued, _ := time.Parse(time.RFC3339, secret.Annotations[rkv1.AnnotationIssuedAt])
-	if last := renewal.LastUsable(issued, in.Expiration); !r.Clock.Now().Before(last) {
+	if last := renewal.LastUsable(stamp.IssuedAt, in.Expiration); !r.Clock.Now().Before(last) {
 		return nil, fmt.Sprintf("has credentials that expire at %s, too soon to sign with: waiting for it to rotate", rfc3339(in.Expiration)), nil
 	}
-	return &sts.Credentials{AccessKeyID: in.AccessKeyID, SecretAccessKey: in.SecretAccessKey, SessionToken: in.SessionToken, Expiration: in.Expiration}, "", nil
+	return signingCredentials(in), "", nil
 }
 
 // failedIssuance reports whether a Ready reason says only that the latest issuance failed at AWS.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -90,6 +91,9 @@ type harness struct {
 	stsMod func(*sts.Options)
 	// lagSecrets makes the reconciler see Secrets as its cache saw them that long ago.
 	lagSecrets time.Duration
+	// metrics are the manager's metrics, registered in registry.
+	metrics  *controllers.Metrics
+	registry *prometheus.Registry
 	// beforeSecretWrite, when set, runs before each Secret create, update and delete the
 	// reconciler sends, to play someone else's write landing just before it.
 	beforeSecretWrite func(verb string, s *corev1.Secret)
@@ -155,7 +159,7 @@ func testName(name string, n int) string {
 }
 
 func (h *harness) stsClient() *sts.Client {
-	opts := sts.Options{Endpoint: h.sts.URL, ECREndpoint: h.sts.URL, MaxAttempts: 1, QPS: 1000, Burst: 1000, Timeout: 5 * time.Second, Observe: controllers.ObserveSTS}
+	opts := sts.Options{Endpoint: h.sts.URL, ECREndpoint: h.sts.URL, MaxAttempts: 1, QPS: 1000, Burst: 1000, Timeout: 5 * time.Second, Observe: h.metrics.ObserveSTS}
 	if h.stsMod != nil {
 		h.stsMod(&opts)
 	}
@@ -288,6 +292,10 @@ func (h *harness) start() {
 			h.t.Fatal(err)
 		}
 		c = lagging
+	}
+	h.metrics, h.registry = controllers.NewMetrics(mgr.GetClient()), prometheus.NewRegistry()
+	if err := h.metrics.Register(h.registry); err != nil {
+		h.t.Fatal(err)
 	}
 	r := &controllers.AssumedRoleReconciler{Client: statusFailingClient{c, h}, STS: h.stsClient(), Options: h.opts}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {

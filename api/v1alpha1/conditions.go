@@ -61,7 +61,8 @@ const (
 
 	// ReasonSecretMissing: the Secret does not exist.
 	ReasonSecretMissing = "SecretMissing"
-	// ReasonKeysMissing: the Secret lacks keys or holds keys that do not match what was issued.
+	// ReasonKeysMissing: the Secret lacks one of the credential keys, or the annotation of their
+	// issue time. (Derived keys that were edited are repaired without a new issuance.)
 	ReasonKeysMissing = "KeysMissing"
 	// ReasonRequestChanged: the spec asks for a different request than the one issued.
 	ReasonRequestChanged = "RequestChanged"

@@ -253,7 +253,7 @@ func startOperator(ctx context.Context, cp *cluster.ControlPlane, endpoint strin
 		return nil, err
 	}
 	stsClient := sts.New(aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(operatorKey.AccessKeyID, operatorKey.SecretAccessKey, "")},
-		sts.Options{Region: "us-east-1", Endpoint: endpoint, ECREndpoint: endpoint, Observe: controllers.ObserveSTS})
+		sts.Options{Region: "us-east-1", Endpoint: endpoint, ECREndpoint: endpoint})
 	opts := controllers.Options{Region: "us-east-1", RequireAccessPolicy: true, SessionTags: true, ClusterName: "demo", MaxConcurrentReconciles: 4}
 	r := &controllers.AssumedRoleReconciler{Client: mgr.GetClient(), STS: stsClient, Options: opts}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {

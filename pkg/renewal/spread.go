@@ -75,8 +75,8 @@ func (sp *Spread) Forget(key string) {
 	sp.forget(key)
 }
 
-// Peak returns the most renewals known in any one second, and how many seconds hold any.
-func (sp *Spread) Peak() (peak, seconds int) {
+// peak returns the most renewals known in any one second, and how many seconds hold any.
+func (sp *Spread) peak() (peak, seconds int) {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	for _, n := range sp.count {
