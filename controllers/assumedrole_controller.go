@@ -50,8 +50,8 @@ type AssumedRoleReconciler struct {
 	// Client reads from the cache (AssumedRoles, policies, namespaces and owned Secrets) and
 	// writes to the API server.
 	client.Client
-	// APIReader reads past the cache: Secrets the operator does not own are not cached, and the
-	// Secret is read afresh before every call to STS.
+	// APIReader reads past the cache: Secrets the operator does not own are not cached, and a
+	// cache that lags the operator's own last write is not trusted with a call to STS.
 	APIReader client.Reader
 	STS       STS
 	Clock     clock.PassiveClock
@@ -62,6 +62,9 @@ type AssumedRoleReconciler struct {
 	issueEvents *rate.Limiter
 	// spread counts renewals per second, so that credentials issued together renew apart.
 	spread renewal.Spread
+	// written is the issue time of the credentials this process last wrote into each
+	// AssumedRole's Secret: a cached Secret issued earlier is a cache that has not caught up.
+	written sync.Map // types.NamespacedName → time.Time
 }
 
 // scope is what one reconcile knows about one AssumedRole.
@@ -97,12 +100,12 @@ func (r *AssumedRoleReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	ar := &rkv1.AssumedRole{}
 	if err := r.Get(ctx, req.NamespacedName, ar); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.spread.Forget(req.String())
+			r.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !ar.DeletionTimestamp.IsZero() {
-		r.spread.Forget(req.String())
+		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil // the Secret goes with it through its owner reference
 	}
 	s := &scope{key: req.NamespacedName, ar: ar, before: *ar.Status.DeepCopy(), now: r.Clock.Now(), log: ctrl.LoggerFrom(ctx)}
@@ -117,6 +120,12 @@ func (r *AssumedRoleReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		o = failed(err)
 	}
 	return o.result(r.Clock.Now())
+}
+
+// forget drops what this process remembers of a deleted AssumedRole.
+func (r *AssumedRoleReconciler) forget(key types.NamespacedName) {
+	r.spread.Forget(key.String())
+	r.written.Delete(key)
 }
 
 // run runs the steps until one ends the reconcile, and records why issuing is blocked when one

@@ -37,12 +37,19 @@ func (r *AssumedRoleReconciler) issue(ctx context.Context, s *scope) outcome {
 	return sleepUntil(at)
 }
 
-// confirmDue reads the Secret past the cache right before STS is called, and asks the checks
-// again on it. The cache can lag the operator's own last write: a status write retried a moment
-// after an issuance, or a policy or namespace event right after one, would otherwise find the old
-// Secret, call STS a second time and roll the workloads again. A Secret of that name found to
-// be someone else's stops the issuance before anything is sent to AWS.
+// confirmDue makes sure the decision to call STS was not taken on a cache that lags this
+// process's own last write: a status write retried a moment after an issuance, or a policy or
+// namespace event right after one, would find the old Secret in the cache, call STS a second
+// time and roll the workloads again. When the cached Secret is older than what this process
+// last wrote (or missing although it wrote one), the Secret is read past the cache and the checks
+// are asked again on it. A cache that shows the last write, or a process that has written
+// nothing (after a start its cache was listed afresh), needs no read: a read for every issuance
+// would cost the API server about as much again as the issuance's own writes.
 func (r *AssumedRoleReconciler) confirmDue(ctx context.Context, s *scope) outcome {
+	last, wrote := r.written.Load(s.key)
+	if !wrote || (s.secret != nil && !s.stamp.IssuedAt.Before(last.(time.Time))) {
+		return proceed()
+	}
 	live := &corev1.Secret{}
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: s.ar.Namespace, Name: secretName(s.ar)}, live)
 	switch {
@@ -117,6 +124,7 @@ func (r *AssumedRoleReconciler) store(ctx context.Context, s *scope, res *sts.Re
 	slot, at := r.spread.Place(key, res.IssuedAt, res.Credentials.Expiration, RenewalPolicy(s.ar), string(s.ar.UID))
 	err := r.writeSecret(ctx, s, res, slot)
 	if err == nil {
+		r.written.Store(s.key, res.IssuedAt)
 		return at, proceed()
 	}
 	r.spread.Forget(key)

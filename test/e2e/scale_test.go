@@ -216,6 +216,7 @@ func measure(t *testing.T, url, noise string, n int) scaleResult {
 	r.Runs, r.Startup, r.CPU = []time.Duration{first.readyAfter}, first.startup, first.cpu
 	waitIdle(t, metricsURL, 0)
 	r.RSS, r.Heap = memory(t, op, metricsURL)
+	heapProfile(t, ns, op)
 	r.STSCalls = stsCallsIn(t, url, ns)
 	r.Writes = operatorWrites(t, ns)
 	issued := floorWrites(t, ns, &list)
@@ -686,6 +687,31 @@ var scaleEmulator *cluster.Process
 // server and (for an operator run) of the operator over about the time N issuances take, as
 // <dir>/<namespace>-{apiserver,operator}.pprof, to see where a run's time goes. It returns a
 // function that waits for them. The operator serves its profile on its --pprof-bind-address.
+// heapProfile saves the operator's heap profile (live objects after a GC) into
+// $ROLEKEEPER_SCALE_PROFILE, when it is set.
+func heapProfile(t *testing.T, ns string, op *cluster.Process) {
+	dir := os.Getenv("ROLEKEEPER_SCALE_PROFILE")
+	if dir == "" {
+		return
+	}
+	for _, arg := range op.Cmd.Args {
+		if addr, ok := strings.CutPrefix(arg, "--pprof-bind-address="); ok {
+			resp, err := http.Get("http://" + addr + "/debug/pprof/heap?gc=1") //nolint:noctx // a test on loopback
+			if err != nil {
+				t.Fatalf("heap profile: %v", err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, ns+"-operator-heap.pprof"), body, 0o644)
+			}
+			if err != nil {
+				t.Fatalf("heap profile: %v", err)
+			}
+		}
+	}
+}
+
 func profile(t *testing.T, ns string, n int, op *cluster.Process) (wait func()) {
 	dir := os.Getenv("ROLEKEEPER_SCALE_PROFILE")
 	if dir == "" {
