@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/rolekeeper/rolekeeper/controllers"
+	"github.com/rolekeeper/rolekeeper/pkg/memtrim"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
 )
 
@@ -143,10 +146,30 @@ func main() {
 		os.Exit(2)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if limit, ok := softMemoryLimit(os.Getenv("GOMEMLIMIT"), os.Getenv("ROLEKEEPER_MEMORY_LIMIT")); ok {
+		debug.SetMemoryLimit(limit)
+		ctrl.Log.WithName("setup").Info("Go memory limit set from the container's", "bytes", limit)
+	}
 	if err := run(f); err != nil {
 		ctrl.Log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
+}
+
+// softMemoryLimit is the Go runtime's memory limit for a container limited to containerLimit
+// bytes (ROLEKEEPER_MEMORY_LIMIT, which the chart and config/manager fill from the container's
+// limits.memory): 80% of it, leaving room for what the runtime does not count (the executable's
+// pages, the kernel's buffers), so the collector works harder before the container is killed.
+// An explicit GOMEMLIMIT wins.
+func softMemoryLimit(gomemlimit, containerLimit string) (int64, bool) {
+	if gomemlimit != "" || containerLimit == "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(containerLimit, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	return n / 5 * 4, true
 }
 
 // clientConfig is the API client configuration: from --kubeconfig, $KUBECONFIG or in-cluster.
@@ -229,6 +252,10 @@ func run(f *flags) error {
 	}
 	if err := (&controllers.ClusterAssumedRoleReconciler{Client: mgr.GetClient(), Options: opts}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the ClusterAssumedRole controller: %w", err)
+	}
+	// The heap a burst of issuances grew is handed back once the burst is over.
+	if err := mgr.Add(memtrim.New()); err != nil {
+		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

@@ -78,3 +78,25 @@ func TestProfilingIsOffByDefault(t *testing.T) {
 		}
 	}
 }
+
+// The Go memory limit is 80% of the container's when the chart passes it, and an explicit
+// GOMEMLIMIT wins.
+func TestSoftMemoryLimit(t *testing.T) {
+	cases := []struct {
+		gomemlimit, container string
+		want                  int64
+		set                   bool
+	}{
+		{"", "268435456", 214748364, true},
+		{"", "", 0, false},
+		{"200MiB", "268435456", 0, false},
+		{"", "not-a-number", 0, false},
+		{"", "0", 0, false},
+	}
+	for _, c := range cases {
+		got, set := softMemoryLimit(c.gomemlimit, c.container)
+		if got != c.want || set != c.set {
+			t.Errorf("softMemoryLimit(%q, %q) = %d, %v; want %d, %v", c.gomemlimit, c.container, got, set, c.want, c.set)
+		}
+	}
+}
