@@ -18,6 +18,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/rolekeeper/rolekeeper/controllers"
+	"github.com/rolekeeper/rolekeeper/pkg/credserver"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
 )
 
@@ -113,6 +114,10 @@ func (f *flags) namespaces() []string {
 }
 
 func main() {
+	// The credentials sidecar runs from the same image; it initialises nothing of the manager.
+	if len(os.Args) > 1 && os.Args[1] == "serve-credentials" {
+		os.Exit(credserver.Main(os.Args[2:]))
+	}
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	f, err := parseFlags(flag.CommandLine, os.Args[1:])
