@@ -18,7 +18,22 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-var testConfig = Config{Image: "ghcr.io/rolekeeper/rolekeeper:0.2.0", ImagePullPolicy: corev1.PullIfNotPresent, SecretName: "reader", Region: "eu-west-1"}
+const goldenImage = "ghcr.io/rolekeeper/rolekeeper:0.2.0"
+
+var testConfig = Config{Image: goldenImage, ImagePullPolicy: corev1.PullIfNotPresent, SecretName: "reader", Region: "eu-west-1"}
+
+// goldenConfig is the Config the golden files are made with, the same facts the webhook's
+// integration test (webhooks/) sets up on a real API server: AssumedRole "reader" sets region
+// eu-west-1; any other AssumedRole does not exist yet, so its Secret has the default name and no
+// region is known.
+func goldenConfig(pod *corev1.Pod) Config {
+	name := pod.Labels[LabelAssumedRole]
+	cfg := Config{Image: goldenImage, ImagePullPolicy: corev1.PullIfNotPresent, SecretName: name}
+	if name == "reader" {
+		cfg.Region = "eu-west-1"
+	}
+	return cfg
+}
 
 func readPod(t *testing.T, file string) *corev1.Pod {
 	t.Helper()
@@ -43,11 +58,8 @@ func TestGolden(t *testing.T) {
 	for _, in := range inputs {
 		name := strings.TrimSuffix(filepath.Base(in), ".in.yaml")
 		t.Run(name, func(t *testing.T) {
-			cfg := testConfig
-			if name == "init-containers-and-port" {
-				cfg.Region = ""
-			}
 			pod := readPod(t, in)
+			cfg := goldenConfig(pod)
 			before := pod.DeepCopy()
 			got, err := Mutate(pod, cfg)
 			if err != nil {
