@@ -34,8 +34,8 @@ type Options struct {
 	// Service (namespace/name) is the webhook's Service: the certificate's DNS name.
 	Service string
 	// Configuration is the MutatingWebhookConfiguration cert-controller injects the CA into.
-	Configuration   string
-	SidecarImage    string
+	Configuration     string
+	SidecarImage      string
 	SidecarPullPolicy string
 }
 
@@ -146,4 +146,3 @@ func Setup(mgr ctrl.Manager, o Options, region string, namespaces []string) erro
 		}
 	})
 }
-
