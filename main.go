@@ -20,6 +20,7 @@ import (
 	"github.com/rolekeeper/rolekeeper/controllers"
 	"github.com/rolekeeper/rolekeeper/pkg/credserver"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
+	"github.com/rolekeeper/rolekeeper/webhooks"
 )
 
 // flags are the manager's command-line settings (DESIGN.md, "Operator flags").
@@ -45,6 +46,8 @@ type flags struct {
 	metricsBindAddress     string
 	healthProbeBindAddress string
 	pprofBindAddress       string
+	// webhook is the credentials injection webhook (webhooks.Options.BindFlags).
+	webhook webhooks.Options
 }
 
 var regionPattern = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$`)
@@ -72,6 +75,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
 	fs.StringVar(&f.metricsBindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	fs.StringVar(&f.healthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
 	fs.StringVar(&f.pprofBindAddress, "pprof-bind-address", "0", "Address of the Go profiling endpoints (/debug/pprof/); 0 (the default) disables them. It is unauthenticated: bind it to localhost, for example 127.0.0.1:8082.")
+	f.webhook.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -100,7 +104,7 @@ func (f *flags) validate() error {
 			errs = append(errs, fmt.Errorf("%s must be a URL starting with https://, got %q", e.name, e.url))
 		}
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, f.webhook.Validate())...)
 }
 
 func (f *flags) namespaces() []string {
@@ -158,6 +162,7 @@ func run(f *flags) error {
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsBindAddress},
 		HealthProbeBindAddress:  f.healthProbeBindAddress,
 		PprofBindAddress:        f.pprofBindAddress,
+		WebhookServer:           f.webhook.Server(),
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        f.leaderElectionID,
 		LeaderElectionNamespace: f.leaderElectionNS,
@@ -199,6 +204,9 @@ func run(f *flags) error {
 	}
 	if err := (&controllers.ClusterAssumedRoleReconciler{Client: mgr.GetClient(), Options: opts}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the ClusterAssumedRole controller: %w", err)
+	}
+	if err := webhooks.Setup(mgr, f.webhook, f.region, f.namespaces()); err != nil {
+		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

@@ -33,6 +33,9 @@ type Options struct {
 	CertSecret string
 	// Service (namespace/name) is the webhook's Service: the certificate's DNS name.
 	Service string
+	// CertExtraNames are further DNS names in the generated certificate (tests reach the
+	// webhook as localhost).
+	CertExtraNames []string
 	// Configuration is the MutatingWebhookConfiguration cert-controller injects the CA into.
 	Configuration     string
 	SidecarImage      string
@@ -114,7 +117,7 @@ func Setup(mgr ctrl.Manager, o Options, region string, namespaces []string) erro
 			CAName:         "rolekeeper-webhook-ca",
 			CAOrganization: "rolekeeper",
 			DNSName:        svc.Name + "." + svc.Namespace + ".svc",
-			ExtraDNSNames:  []string{svc.Name + "." + svc.Namespace + ".svc.cluster.local"},
+			ExtraDNSNames:  append([]string{svc.Name + "." + svc.Namespace + ".svc.cluster.local"}, o.CertExtraNames...),
 			IsReady:        certsReady,
 			Webhooks:       []rotator.WebhookInfo{{Name: o.Configuration, Type: rotator.Mutating}},
 			// Every replica serves the webhook, so every replica needs the certificate.
