@@ -517,7 +517,7 @@ func TestHelmChartApplies(t *testing.T) {
 
 	var chartRole rbacv1.ClusterRole
 	for _, doc := range strings.Split(rendered, "\n---") {
-		if strings.Contains(doc, "kind: ClusterRole\n") {
+		if strings.Contains(doc, "kind: ClusterRole\n") && strings.Contains(doc, "name: rolekeeper-manager\n") {
 			if err := yaml.Unmarshal([]byte(doc), &chartRole); err != nil {
 				t.Fatal(err)
 			}
