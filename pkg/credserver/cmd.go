@@ -95,8 +95,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	if err != nil {
 		return err
 	}
+	// SDKs ask every few minutes. Once requests stop for TrimAfter, the pages that serving
+	// brought back are dropped again (see trim), so that between polls the sidecar holds only
+	// what it needs to answer the next one.
+	handler := New(Options{Dir: cfg.SecretDir, Token: token, Log: log})
+	idle := time.AfterFunc(TrimAfter, trim)
 	srv := &http.Server{
-		Handler:           New(Options{Dir: cfg.SecretDir, Token: token, Log: log}),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			idle.Reset(TrimAfter)
+			handler.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
@@ -106,9 +114,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	}
 	log.Info("serving the AWS container credentials protocol", "url", "http://"+l.Addr().String()+CredentialsPath, "secretDir", cfg.SecretDir, "tokenFile", cfg.TokenFile)
 	// What start-up allocated (flag parsing, package initialisation of the whole binary) is
-	// garbage now; hand it back so the sidecar's resident size is what serving needs.
-	debug.FreeOSMemory()
-	releaseStartupPages()
+	// garbage now; hand it back so the sidecar's resident size is what serving needs, and keep
+	// the heap close to its live size (a few MiB): a request allocates little.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
+	trim()
 	if ready != nil {
 		ready(l.Addr().String())
 	}
@@ -122,6 +133,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		defer cancel()
 		return srv.Shutdown(shutdown)
 	}
+}
+
+// TrimAfter is how long the sidecar waits after the last request before trimming its memory.
+const TrimAfter = 10 * time.Second
+
+// trim returns the free heap to the system, then drops the executable's clean pages from this
+// process (releaseStartupPages): what the next request needs comes back on first use.
+func trim() {
+	debug.FreeOSMemory()
+	releaseStartupPages()
 }
 
 // tokenLen is the length of a token: 32 random bytes, base64url without padding.

@@ -12,11 +12,11 @@ import (
 )
 
 // releaseStartupPages drops from this process's page tables the pages of its own executable's
-// read-only segments (code and constants). Start-up touches most of them: the runtime walks the
-// function table and every package of the operator's binary runs its initialisation, although
-// the sidecar uses little of it. The pages are clean copies of the file, shared through the page
-// cache with every other process running the image; the ones serving needs come back on first
-// use. Writable segments are left alone.
+// read-only segments (code, constants, the function table). Start-up touches most of them: every
+// package of the operator's binary runs its initialisation, although the sidecar uses little of
+// it, and the kernel maps 64 KiB around every page touched. The pages are clean copies of the
+// file, shared through the page cache with every other process running the image, so nothing is
+// lost: the ones a request needs come back on first use. Writable segments are left alone.
 func releaseStartupPages() {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {

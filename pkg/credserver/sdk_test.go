@@ -287,6 +287,7 @@ func TestSDKsAcrossRotations(t *testing.T) {
 	ctx, cancel := context.WithTimeout(sidecars, run+30*time.Second)
 	defer cancel()
 	var clientsDone sync.WaitGroup
+	var running []*exec.Cmd
 
 	type result struct {
 		out, cliOut []byte
@@ -318,7 +319,8 @@ func TestSDKsAcrossRotations(t *testing.T) {
 		if err := sidecar.Start(); err != nil {
 			t.Fatal(err)
 		}
-		defer func() { _ = sidecar.Process.Kill(); _ = sidecar.Wait() }()
+		running = append(running, sidecar)
+		defer func() { _ = sidecar.Process.Kill(); _ = sidecar.Wait() }() // when the test fails early
 		for deadline := time.Now().Add(10 * time.Second); exec.Command(rolekeeper, append([]string{"serve-credentials", "--probe"}, flags...)...).Run() != nil; {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: the sidecar did not become ready:\n%s", s.name, r.logs)
@@ -366,6 +368,10 @@ func TestSDKsAcrossRotations(t *testing.T) {
 	clientsDone.Wait()
 	cancel() // stop rotating
 	wg.Wait()
+	stopSidecars() // and the sidecars, whose logs are checked below
+	for _, c := range running {
+		_ = c.Wait()
+	}
 	for i, s := range sdks {
 		r := results[i]
 		keys, codes := calls(emu, s.role)
