@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -69,7 +70,7 @@ func built(t *testing.T) (rolekeeper, gopoll string) {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b[0]), b[1])
 			cmd.Dir = testenv.Root()
 			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", b[1], err, out)
+				buildErr = fmt.Errorf("go build %s: %w\n%s", b[1], err, out)
 				return
 			}
 		}
@@ -124,7 +125,7 @@ func clients(t *testing.T) []sdk {
 	dir := filepath.Join(testenv.Root(), "hack", "sdkpoll")
 	cli, botocoreVersion := cliVersion(t)
 	// AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: AWS CLI 1.30.0 and 2.15.0 (botocore 1.34.41).
-	if !(atLeast(cli, "2.15.0") || (strings.HasPrefix(cli, "1.") && atLeast(cli, "1.30.0"))) {
+	if supported := atLeast(cli, "2.15.0") || (strings.HasPrefix(cli, "1.") && atLeast(cli, "1.30.0")); !supported {
 		need(t, "AWS CLI %s predates AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (1.30.0, 2.15.0)", cli)
 	}
 	python := pythonOfCLI(t, botocoreVersion)
@@ -360,8 +361,8 @@ func TestSDKsAcrossRotations(t *testing.T) {
 			cmd := s.command(run, 250*time.Millisecond)
 			cmd.Env = append(cmd.Env, env...)
 			r.out, r.err = cmd.Output()
-			if ee, ok := r.err.(*exec.ExitError); ok {
-				r.err = fmt.Errorf("%v: %s", ee, ee.Stderr)
+			if ee := (*exec.ExitError)(nil); errors.As(r.err, &ee) {
+				r.err = fmt.Errorf("%w: %s", ee, ee.Stderr)
 			}
 		})
 	}
