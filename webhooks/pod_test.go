@@ -138,6 +138,14 @@ func TestInjectedAsGolden(t *testing.T) {
 			if diffs := contains("pod", toMap(t, pod.Spec), toMap(t, want.Spec)); len(diffs) > 0 {
 				t.Fatalf("stored pod differs from %s.golden.yaml:\n%s", name, strings.Join(diffs, "\n"))
 			}
+			// The pod names the token's file, never a token.
+			for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
+				for _, e := range c.Env {
+					if e.Name == "AWS_CONTAINER_AUTHORIZATION_TOKEN" {
+						t.Errorf("container %s carries a token in its spec", c.Name)
+					}
+				}
+			}
 		})
 	}
 }

@@ -3,7 +3,7 @@
 // "error <message>" per call. The credentials sidecar's SDK tests run it, and its Python and
 // JavaScript twins beside it, against the STS emulator.
 //
-//	sdkpoll -duration 60s -interval 250ms
+//	sdkpoll -duration 60s -interval 250ms [-calls N]
 package main
 
 import (
@@ -21,6 +21,7 @@ import (
 func main() {
 	duration := flag.Duration("duration", time.Minute, "how long to keep calling")
 	interval := flag.Duration("interval", 250*time.Millisecond, "pause between calls")
+	calls := flag.Int("calls", 0, "stop after this many calls; 0: only the duration counts")
 	flag.Parse()
 	ctx := context.Background()
 	cfg, err := config.LoadDefaultConfig(ctx)
@@ -29,7 +30,7 @@ func main() {
 		os.Exit(1)
 	}
 	client := sts.NewFromConfig(cfg)
-	for end := time.Now().Add(*duration); time.Now().Before(end); time.Sleep(*interval) {
+	for n, end := 0, time.Now().Add(*duration); time.Now().Before(end) && (*calls == 0 || n < *calls); n, _ = n+1, sleep(*interval) {
 		out, err := client.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 		if err != nil {
 			fmt.Println("error", strings.ReplaceAll(err.Error(), "\n", " "))
@@ -37,4 +38,9 @@ func main() {
 		}
 		fmt.Println("ok", *out.Arn)
 	}
+}
+
+func sleep(d time.Duration) bool {
+	time.Sleep(d)
+	return true
 }
