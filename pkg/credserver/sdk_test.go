@@ -62,6 +62,15 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the binaries built for the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
 // built returns the rolekeeper binary and the aws-sdk-go-v2 client (hack/sdkpoll), built once.
 func built(t *testing.T) (rolekeeper, gopoll string) {
 	t.Helper()
