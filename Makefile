@@ -125,3 +125,16 @@ $(GOLANGCI_LINT):
 .PHONY: help
 help: ## Show the targets.
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  %-16s %s\n", $$1, $$2} /^##@/ {printf "\n%s\n", substr($$0, 5)}' $(MAKEFILE_LIST)
+
+##@ SDK clients for the credentials sidecar's tests
+
+SDK_JS_VERSION ?= 3.967.0
+SDK_JS := $(BIN)/sdk-js-$(SDK_JS_VERSION)
+
+$(SDK_JS)/node_modules/@aws-sdk/client-sts/package.json: hack/sdk-js/package.json hack/sdk-js/package-lock.json
+	mkdir -p $(SDK_JS)
+	cp hack/sdk-js/package.json hack/sdk-js/package-lock.json $(SDK_JS)/
+	cd $(SDK_JS) && npm ci --ignore-scripts --no-audit --no-fund
+
+.PHONY: sdk-js
+sdk-js: $(SDK_JS)/node_modules/@aws-sdk/client-sts/package.json ## Install the AWS SDK for JavaScript v3 (hack/sdk-js, locked) into bin/ with npm.

@@ -22,8 +22,10 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/rolekeeper/rolekeeper/controllers"
+	"github.com/rolekeeper/rolekeeper/pkg/credserver"
 	"github.com/rolekeeper/rolekeeper/pkg/memtrim"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
+	"github.com/rolekeeper/rolekeeper/webhooks"
 )
 
 // flags are the manager's command-line settings (DESIGN.md, "Operator flags").
@@ -51,6 +53,8 @@ type flags struct {
 	metricsCertDir         string
 	healthProbeBindAddress string
 	pprofBindAddress       string
+	// webhook is the credentials injection webhook (webhooks.Options.BindFlags).
+	webhook webhooks.Options
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
@@ -78,6 +82,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
 	fs.StringVar(&f.metricsCertDir, "metrics-cert-dir", "", "With --metrics-secure: directory holding tls.crt and tls.key for the metrics endpoint, reloaded when they change. Empty: a self-signed certificate.")
 	fs.StringVar(&f.healthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
 	fs.StringVar(&f.pprofBindAddress, "pprof-bind-address", "0", "Address of the Go profiling endpoints (/debug/pprof/); 0 (the default) disables them. It is unauthenticated: bind it to localhost, for example 127.0.0.1:8082.")
+	f.webhook.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -109,7 +114,7 @@ func (f *flags) validate() error {
 	if f.metricsCertDir != "" && !f.metricsSecure {
 		errs = append(errs, fmt.Errorf("--metrics-cert-dir needs --metrics-secure"))
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, f.webhook.Validate())...)
 }
 
 // metricsOptions serves metrics over plain HTTP, or with --metrics-secure over HTTPS behind
@@ -138,6 +143,10 @@ func (f *flags) namespaces() []string {
 }
 
 func main() {
+	// The credentials sidecar runs from the same image; it initialises nothing of the manager.
+	if len(os.Args) > 1 && os.Args[1] == "serve-credentials" {
+		os.Exit(credserver.Main(os.Args[2:]))
+	}
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	f, err := parseFlags(flag.CommandLine, os.Args[1:])
@@ -198,6 +207,7 @@ func run(f *flags) error {
 		Metrics:                 f.metricsOptions(),
 		HealthProbeBindAddress:  f.healthProbeBindAddress,
 		PprofBindAddress:        f.pprofBindAddress,
+		WebhookServer:           f.webhook.Server(),
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        f.leaderElectionID,
 		LeaderElectionNamespace: f.leaderElectionNS,
@@ -252,6 +262,9 @@ func run(f *flags) error {
 	}
 	if err := (&controllers.ClusterAssumedRoleReconciler{Client: mgr.GetClient(), Options: opts}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the ClusterAssumedRole controller: %w", err)
+	}
+	if err := webhooks.Setup(mgr, f.webhook, f.region, f.namespaces()); err != nil {
+		return err
 	}
 	// The heap a burst of issuances grew is handed back once the burst is over.
 	if err := mgr.Add(memtrim.New()); err != nil {

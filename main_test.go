@@ -25,6 +25,7 @@ func TestFlagValidation(t *testing.T) {
 		{[]string{"--leader-elect", "--leader-election-renew-deadline=20s"}, "leader election needs"},
 		{[]string{"--leader-elect=false", "--leader-election-renew-deadline=20s"}, ""},
 		{[]string{"--no-such-flag"}, "flag provided but not defined"},
+		{[]string{"--webhook-port=9443"}, "--sidecar-image is required"},
 	}
 	for _, c := range cases {
 		fs := flag.NewFlagSet("rolekeeper", flag.ContinueOnError)

@@ -511,13 +511,21 @@ func TestHelmChartApplies(t *testing.T) {
 	if out, err := kubectl("admin", "apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", file); err != nil {
 		t.Fatalf("server-side dry run of the chart: %v\n%s", err, out)
 	}
+	for _, want := range []string{"kind: MutatingWebhookConfiguration", "--webhook-port=9443", "--sidecar-image=ghcr.io/rolekeeper/rolekeeper:", "--webhook-cert-secret=rolekeeper-system/rolekeeper-webhook-cert"} {
+		if !strings.Contains(rendered, want) {
+			t.Errorf("chart output lacks the credentials webhook's %q", want)
+		}
+	}
+	if cm := render("--set", "webhook.certManager.enabled=true"); !strings.Contains(cm, "cert-manager.io/inject-ca-from: rolekeeper-system/rolekeeper-webhook-cert") || strings.Contains(cm, "--webhook-cert-secret") {
+		t.Error("webhook.certManager.enabled=true does not hand the certificate to cert-manager")
+	}
 	if !strings.Contains(render("--set", "serviceMonitor.enabled=true"), "kind: ServiceMonitor") {
 		t.Error("serviceMonitor.enabled=true renders no ServiceMonitor")
 	}
 
 	var chartRole rbacv1.ClusterRole
 	for _, doc := range strings.Split(rendered, "\n---") {
-		if strings.Contains(doc, "kind: ClusterRole\n") {
+		if strings.Contains(doc, "kind: ClusterRole\n") && strings.Contains(doc, "name: rolekeeper-manager\n") {
 			if err := yaml.Unmarshal([]byte(doc), &chartRole); err != nil {
 				t.Fatal(err)
 			}
