@@ -86,6 +86,9 @@ type scope struct {
 	creds      secretdata.Input
 	credsOK    bool
 	registries []secretdata.RegistryAuth
+	// cached is true when secret is the cache's compact copy: keys, expiry and a digest of the
+	// data, no credential values.
+	cached bool
 	// dueReason and dueMessage say why an issuance is due; empty when nothing is due.
 	dueReason, dueMessage string
 	// called is set once this reconcile called STS: only it knows the outcome.
@@ -246,7 +249,9 @@ func (r *AssumedRoleReconciler) checkIdentity(ctx context.Context, s *scope) out
 	return proceed()
 }
 
-// loadSecret finds the target Secret and refuses to touch one this AssumedRole does not own.
+// loadSecret finds the target Secret and refuses to touch one this AssumedRole does not own. A
+// cached copy whose data is not what the operator wrote (someone edited it, or it predates the
+// recorded digests) cannot be judged from the digest alone: it is read past the cache.
 func (r *AssumedRoleReconciler) loadSecret(ctx context.Context, s *scope) outcome {
 	secret, owned, err := r.getSecret(ctx, s.ar)
 	if err != nil {
@@ -255,23 +260,53 @@ func (r *AssumedRoleReconciler) loadSecret(ctx context.Context, s *scope) outcom
 	if secret != nil && !owned {
 		return r.secretConflict(s)
 	}
+	if secret != nil && !vouched(secret) {
+		if secret, err = r.readSecret(ctx, s.ar); err != nil {
+			return failed(err)
+		}
+	}
 	r.setSecret(s, secret)
 	return proceed()
 }
 
-// setSecret records the Secret (nil when it does not exist) and what it holds.
+// vouched reports whether a Secret can be judged as it is: it is not the cache's compact copy,
+// or its data is, by digest, the data the operator wrote.
+func vouched(secret *corev1.Secret) bool {
+	cached, ok := secret.Annotations[annotationCachedDigest]
+	return !ok || cached == secret.Annotations[rkv1.AnnotationDataDigest]
+}
+
+// readSecret reads the target Secret past the cache; nil when it does not exist.
+func (r *AssumedRoleReconciler) readSecret(ctx context.Context, ar *rkv1.AssumedRole) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ar.Namespace, Name: secretName(ar)}, secret)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	return secret, err
+}
+
+// setSecret records the Secret (nil when it does not exist) and what it holds. Of a vouched
+// compact copy only the presence of the credentials and their expiry are known.
 func (r *AssumedRoleReconciler) setSecret(s *scope, secret *corev1.Secret) {
-	s.secret, s.stamp, s.issued, s.creds, s.credsOK, s.registries = secret, secretdata.Stamp{}, false, secretdata.Input{}, false, nil
+	s.secret, s.stamp, s.issued, s.creds, s.credsOK, s.registries, s.cached = secret, secretdata.Stamp{}, false, secretdata.Input{}, false, nil, false
 	if secret == nil {
 		return
 	}
 	s.stamp, s.issued = secretdata.ParseStamp(secret.Annotations)
+	_, s.cached = secret.Annotations[annotationCachedDigest]
 	switch {
 	case secret.Type != secretType(s.ar):
 		// Issued for the other kind of Secret; the next issuance replaces it.
 	case s.req.ecr != nil:
-		auths, err := secretdata.ParseDockerConfigJSON(secret.Data[secretdata.KeyDockerConfigJSON])
-		s.registries, s.creds.Expiration, s.credsOK = auths, s.stamp.Expiration, err == nil && !s.stamp.Expiration.IsZero()
+		_, present := secret.Data[secretdata.KeyDockerConfigJSON]
+		var err error
+		if !s.cached {
+			s.registries, err = secretdata.ParseDockerConfigJSON(secret.Data[secretdata.KeyDockerConfigJSON])
+		}
+		s.creds.Expiration, s.credsOK = s.stamp.Expiration, present && err == nil && !s.stamp.Expiration.IsZero()
+	case s.cached:
+		s.creds.Expiration, s.credsOK = secretdata.CredentialsPresent(secret.Data)
 	default:
 		s.creds, s.credsOK = secretdata.Credentials(secret.Data)
 	}

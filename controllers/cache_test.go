@@ -12,19 +12,22 @@ import (
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/controllers"
+	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
 )
 
 // TestCacheHoldsOnlyWhatTheOperatorReads: the manager's cache holds AssumedRoles and the Secrets
 // labelled as the operator's, without their managed fields (which the API server keeps and
-// returns); other Secrets in the namespace are not cached.
+// returns), and of those Secrets no credential value: the keys, the expiry and a digest of the
+// data; other Secrets in the namespace are not cached.
 func TestCacheHoldsOnlyWhatTheOperatorReads(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, ststest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ar := &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: h.ns}, Spec: roleSpec("arn:aws:iam::111122223333:role/app", 900)}
-	owned := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: h.ns, Labels: map[string]string{rkv1.LabelAssumedRole: "app"}}}
+	data := map[string][]byte{"AWS_ACCESS_KEY_ID": []byte("ASIAEXAMPLE000000001"), "AWS_SESSION_TOKEN": []byte("IQoJb3JpZ2luX2VjEXAMPLE"), "AWS_CREDENTIAL_EXPIRATION": []byte("2026-12-01T13:00:00Z")}
+	owned := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: h.ns, Labels: map[string]string{rkv1.LabelAssumedRole: "app"}}, Data: data}
 	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: h.ns}}
 	for _, o := range []client.Object{ar, owned, other} {
 		if err := k8s.Create(ctx, o); err != nil {
@@ -50,6 +53,19 @@ func TestCacheHoldsOnlyWhatTheOperatorReads(t *testing.T) {
 		if mf := o.GetManagedFields(); len(mf) != 0 {
 			t.Errorf("cached %T holds %d managed fields entries, want none", o, len(mf))
 		}
+	}
+	cached := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(owned), cached); err != nil {
+		t.Fatal(err)
+	}
+	if v := cached.Data["AWS_SESSION_TOKEN"]; v != nil || len(cached.Data) != 3 {
+		t.Errorf("cached Secret data %q: want the three keys, no credential values", cached.Data)
+	}
+	if got := string(cached.Data["AWS_CREDENTIAL_EXPIRATION"]); got != "2026-12-01T13:00:00Z" {
+		t.Errorf("cached expiry %q", got)
+	}
+	if got, want := cached.Annotations["rolekeeper.io/cached-data-digest"], secretdata.DataDigest(data); got != want {
+		t.Errorf("cached digest %q, want the digest of the data, %q", got, want)
 	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(other), &corev1.Secret{}); err == nil {
 		t.Errorf("an unlabelled Secret is in the cache")

@@ -3,6 +3,7 @@ package controllers
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -202,6 +203,23 @@ func renderInput(ar *rkv1.AssumedRole, region string, c secretdata.Input) secret
 		c.CredentialProcessMountPath = cp.MountPath
 	}
 	return c
+}
+
+// renderHash identifies what shapes a Secret's data besides the credentials: a change of it asks
+// for other files from the same credentials, which is a repair, not an issuance.
+func renderHash(ar *rkv1.AssumedRole, region string) string {
+	in := renderInput(ar, region, secretdata.Input{})
+	var tmpl map[string]string
+	if t := ar.Spec.Secret.Template; t != nil {
+		tmpl = t.Data
+	}
+	b, _ := json.Marshal(struct { // strings and a map of strings always marshal
+		Type                       corev1.SecretType
+		Region, Profile, MountPath string
+		Template                   map[string]string
+	}{secretType(ar), in.Region, in.Profile, in.CredentialProcessMountPath, tmpl})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
 }
 
 func secretName(ar *rkv1.AssumedRole) string {

@@ -46,17 +46,13 @@ func conflictKnown(ar *rkv1.AssumedRole) bool {
 	return c != nil && c.Reason == rkv1.ReasonSecretConflict
 }
 
-// desiredSecret is the Secret for the given credentials under the current spec.
+// desiredSecret is the Secret for the given credentials under the current spec. Its stamp
+// records the digest of the data and what shaped it.
 func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, st secretdata.Stamp) (*corev1.Secret, error) {
 	ar := s.ar
 	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        secretName(ar),
-			Namespace:   ar.Namespace,
-			Labels:      map[string]string{},
-			Annotations: map[string]string{},
-		},
-		Type: secretType(ar),
+		ObjectMeta: metav1.ObjectMeta{Name: secretName(ar), Namespace: ar.Namespace},
+		Type:       secretType(ar),
 	}
 	switch {
 	case s.req.ecr != nil:
@@ -71,15 +67,26 @@ func (r *AssumedRoleReconciler) desiredSecret(s *scope, creds secretdata.Input, 
 		}
 		maps.Copy(secret.Data, rendered)
 	}
-	maps.Copy(secret.Labels, ar.Spec.Secret.Labels)
-	maps.Copy(secret.Annotations, ar.Spec.Secret.Annotations)
-	secret.Labels[rkv1.LabelAssumedRole] = ar.Name
 	st.Expiration = creds.Expiration
-	st.Annotate(secret.Annotations)
+	st.DataDigest = secretdata.DataDigest(secret.Data)
+	secret.Labels, secret.Annotations = r.desiredMeta(s, st)
 	if err := controllerutil.SetControllerReference(ar, secret, r.Scheme()); err != nil {
 		return nil, err
 	}
 	return secret, nil
+}
+
+// desiredMeta are the labels and annotations of the Secret, with the stamp st (whose render hash
+// it sets from the spec).
+func (r *AssumedRoleReconciler) desiredMeta(s *scope, st secretdata.Stamp) (labels, annotations map[string]string) {
+	ar := s.ar
+	labels, annotations = map[string]string{}, map[string]string{}
+	maps.Copy(labels, ar.Spec.Secret.Labels)
+	maps.Copy(annotations, ar.Spec.Secret.Annotations)
+	labels[rkv1.LabelAssumedRole] = ar.Name
+	st.RenderHash = renderHash(ar, s.req.region)
+	st.Annotate(annotations)
+	return labels, annotations
 }
 
 // secretInput is what the Secret holds of issued credentials; signingCredentials what a chain
@@ -173,19 +180,57 @@ var errSecretTaken = errors.New("the Secret exists and is not owned by this Assu
 
 // repairSecret rewrites what the Secret should hold for its current credentials under the current
 // spec (derived files, labels, annotations, keys someone edited or removed), without calling AWS.
-// In steady state it writes nothing.
+// In steady state it writes nothing and, from the cache's compact copy, reads nothing either:
+// the data is the operator's by digest, the render hash says the spec asks for the same files,
+// and labels and annotations are compared as they are. Only when something differs is the Secret
+// read past the cache, to render it again from its credentials.
 func (r *AssumedRoleReconciler) repairSecret(ctx context.Context, s *scope) error {
+	if s.cached {
+		labels, annotations := r.desiredMeta(s, s.stamp)
+		cur := s.secret
+		if cur.Type == secretType(s.ar) && equality.Semantic.DeepEqual(cur.Labels, labels) && equality.Semantic.DeepEqual(withoutCacheNotes(cur.Annotations), annotations) {
+			return nil
+		}
+		live, err := r.readSecret(ctx, s.ar)
+		if err != nil || live == nil {
+			return err // gone: its deletion brings another reconcile
+		}
+		r.setSecret(s, live)
+		if !s.credsOK {
+			return nil // edited away: the next reconcile re-issues (KeysMissing)
+		}
+	}
 	desired, err := r.desiredSecret(s, s.creds, s.stamp)
 	if err != nil {
 		return err
 	}
 	cur := s.secret
-	if equality.Semantic.DeepEqual(cur.Data, desired.Data) && equality.Semantic.DeepEqual(cur.Labels, desired.Labels) &&
-		equality.Semantic.DeepEqual(cur.Annotations, desired.Annotations) && cur.Type == desired.Type {
+	if equality.Semantic.DeepEqual(cur.Data, desired.Data) && equality.Semantic.DeepEqual(cur.Labels, desired.Labels) && cur.Type == desired.Type &&
+		(equality.Semantic.DeepEqual(cur.Annotations, desired.Annotations) || onlyDigestsMissing(cur.Annotations, desired.Annotations)) {
 		return nil
 	}
 	update := cur.DeepCopy()
 	update.Labels, update.Annotations, update.Data = desired.Labels, desired.Annotations, desired.Data
 	s.log.Info("repairing Secret", "secret", cur.Name)
 	return r.Update(ctx, update)
+}
+
+// withoutCacheNotes are a cached Secret's annotations as the API server has them.
+func withoutCacheNotes(annotations map[string]string) map[string]string {
+	out := maps.Clone(annotations)
+	delete(out, annotationCachedDigest)
+	return out
+}
+
+// onlyDigestsMissing is true when the annotations are the desired ones but for the data digest
+// and render hash, which Secrets written by earlier versions lack: they are added at the next
+// issuance rather than by a write to every Secret on upgrade.
+func onlyDigestsMissing(cur, desired map[string]string) bool {
+	if _, has := cur[rkv1.AnnotationDataDigest]; has {
+		return false
+	}
+	want := maps.Clone(desired)
+	delete(want, rkv1.AnnotationDataDigest)
+	delete(want, rkv1.AnnotationRenderHash)
+	return equality.Semantic.DeepEqual(cur, want)
 }

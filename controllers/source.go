@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -160,13 +159,13 @@ func (r *AssumedRoleReconciler) sourceCredentials(ctx context.Context, src *rkv1
 	if ready == nil || (ready.Status != metav1.ConditionTrue && !failing) {
 		return nil, "has no valid credentials yet", nil
 	}
-	secret := &corev1.Secret{}
-	err := r.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: secretName(src)}, secret)
-	if apierrors.IsNotFound(err) {
-		return nil, "has no Secret yet", nil
-	}
+	// Read past the cache, which keeps no credential values.
+	secret, err := r.readSecret(ctx, src)
 	if err != nil {
 		return nil, "", err
+	}
+	if secret == nil {
+		return nil, "has no Secret yet", nil
 	}
 	in, complete := secretdata.Credentials(secret.Data)
 	if !metav1.IsControlledBy(secret, src) || !complete {

@@ -89,6 +89,14 @@ const (
 	// allows was chosen for them (0-7; absent means 0), so renewals issued together fall in
 	// different seconds and every reconcile computes the same time from the Secret.
 	AnnotationRenewalSlot = "rolekeeper.io/renewal-slot"
+	// AnnotationDataDigest on the Secret: a digest of the data the operator wrote (no secret can
+	// be recovered from it). The operator's cache keeps digests instead of credentials, and tells
+	// an edited Secret by it.
+	AnnotationDataDigest = "rolekeeper.io/data-digest"
+	// AnnotationRenderHash on the Secret: a hash of what, besides the credentials, shaped its data
+	// (profile, region, credentialProcess, template, type), so a spec change that asks for other
+	// files is seen without reading the credentials.
+	AnnotationRenderHash = "rolekeeper.io/render-hash"
 	// LabelClusterAssumedRole is set on each AssumedRole a ClusterAssumedRole owns, to its name.
 	LabelClusterAssumedRole = "rolekeeper.io/cluster-assumed-role"
 	// AnnotationRotate on the AssumedRole: changing its value asks for one re-issuance.

@@ -1,11 +1,12 @@
-// Package memtrim hands free heap memory back to the operating system after a burst of work.
+// Package memtrim hands heap memory back to the operating system once a burst of work is over.
 //
-// The Go runtime keeps the heap it grew during a burst (thousands of AssumedRoles issued at
-// once) and returns it only slowly, down to about twice the live heap: the process stays at its
-// peak size long after the work is done, and that is what a node's memory accounting sees.
-// A Trimmer looks at the runtime's own metrics now and then and, when a large share of the heap
-// is free, collects and returns it at once. Between bursts it does nothing: one full collection
-// per burst is its whole cost.
+// The Go runtime keeps the heap a burst grew (thousands of AssumedRoles issued at once): what
+// the burst left as garbage is collected only when the heap next doubles, and free pages go back
+// to the system slowly. The process stays near its peak long after the work is done, and that
+// is what a node's memory accounting sees. A Trimmer looks at the runtime's own metrics now and
+// then and, when the process has gone quiet and holds much more heap than it uses, collects and
+// returns it at once. While work goes on it does nothing; its cost is one full collection after
+// each burst, and now and then one in a steady trickle of work.
 package memtrim
 
 import (
@@ -19,32 +20,43 @@ import (
 const (
 	// DefaultInterval is how often the heap is looked at.
 	DefaultInterval = 15 * time.Second
-	// DefaultMinFree is the least free heap worth a collection.
-	DefaultMinFree = 16 << 20
+	// DefaultSurplus is the least heap held beyond the live heap worth a collection.
+	DefaultSurplus = 16 << 20
+	// DefaultQuiet is the most a process may allocate in one interval and still be quiet.
+	DefaultQuiet = 8 << 20
 )
 
-const (
-	freeMetric    = "/memory/classes/heap/free:bytes"
-	objectsMetric = "/memory/classes/heap/objects:bytes"
-)
+// Heap is what the runtime says about the heap.
+type Heap struct {
+	// Held is the heap memory the process keeps from the system: objects (live, and garbage
+	// not yet collected), fragmentation and free pages not yet returned.
+	Held uint64
+	// Live is the heap that survived the last collection.
+	Live uint64
+	// Allocated is everything allocated so far, cumulative.
+	Allocated uint64
+}
 
-// Trimmer returns free heap memory to the system when more than MinFree bytes, and more than
-// the heap's objects take, are free. It is a manager Runnable.
+// Trimmer returns held heap memory to the system when, over one Interval, the process allocated
+// less than Quiet and holds more than Surplus beyond its live heap. It is a manager Runnable.
 type Trimmer struct {
 	Interval time.Duration
-	MinFree  uint64
+	Surplus  uint64
+	Quiet    uint64
 	// read and free are the runtime's metrics and debug.FreeOSMemory; tests replace them.
-	read func() (free, objects uint64)
+	read func() Heap
 	free func()
+	last uint64 // Allocated at the previous look
 }
 
 // New returns a Trimmer with the defaults.
 func New() *Trimmer {
-	return &Trimmer{Interval: DefaultInterval, MinFree: DefaultMinFree, read: readHeap, free: debug.FreeOSMemory}
+	return &Trimmer{Interval: DefaultInterval, Surplus: DefaultSurplus, Quiet: DefaultQuiet, read: ReadHeap, free: debug.FreeOSMemory}
 }
 
 // Start looks at the heap every Interval until ctx ends.
 func (t *Trimmer) Start(ctx context.Context) error {
+	t.last = t.read().Allocated
 	tick := time.NewTicker(t.Interval)
 	defer tick.Stop()
 	for {
@@ -57,21 +69,38 @@ func (t *Trimmer) Start(ctx context.Context) error {
 	}
 }
 
-// Trim returns the free heap when there is enough of it, and reports whether it did.
+// Trim collects and returns the heap when the process has been quiet since the last look and
+// holds enough beyond its live heap, and reports whether it did.
 func (t *Trimmer) Trim() bool {
-	free, objects := t.read()
-	if free < t.MinFree || free < objects {
+	h := t.read()
+	allocated := h.Allocated - t.last
+	t.last = h.Allocated
+	if allocated > t.Quiet || h.Held < h.Live+t.Surplus {
 		return false
 	}
 	t.free()
+	t.last = t.read().Allocated
 	return true
 }
 
 // NeedLeaderElection is false: every replica trims its own heap.
 func (t *Trimmer) NeedLeaderElection() bool { return false }
 
-func readHeap() (free, objects uint64) {
-	s := []metrics.Sample{{Name: freeMetric}, {Name: objectsMetric}}
+// ReadHeap reads the heap's figures from runtime/metrics (no stop of the world).
+func ReadHeap() Heap {
+	s := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/heap/allocs:bytes"},
+	}
 	metrics.Read(s)
-	return s[0].Value.Uint64(), s[1].Value.Uint64()
+	v := func(i int) uint64 {
+		if s[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return s[i].Value.Uint64()
+	}
+	return Heap{Held: v(0) + v(1) + v(2), Live: v(3), Allocated: v(4)}
 }

@@ -6,21 +6,22 @@ import (
 	"testing"
 )
 
-// Trim collects only when enough of the heap is free: more than MinFree and more than the live
-// objects take.
-func TestTrimOnlyWhenMuchIsFree(t *testing.T) {
+// Trim collects only once the process is quiet and holds much more heap than it uses.
+func TestTrimOnlyWhenQuietAndHoldingMuch(t *testing.T) {
+	const mib = 1 << 20
 	cases := map[string]struct {
-		free, objects uint64
-		trims         bool
+		heap  Heap
+		trims bool
 	}{
-		"a burst left most of the heap free":      {free: 200 << 20, objects: 60 << 20, trims: true},
-		"little free, however large the heap":     {free: 8 << 20, objects: 4 << 20, trims: false},
-		"more live than free: the heap is in use": {free: 40 << 20, objects: 60 << 20, trims: false},
+		"a burst is over and left most of the heap garbage": {Heap{Held: 200 * mib, Live: 60 * mib, Allocated: 1000*mib + 2*mib}, true},
+		"the burst goes on":                                 {Heap{Held: 200 * mib, Live: 60 * mib, Allocated: 1000*mib + 90*mib}, false},
+		"quiet, and the heap is about its live size":        {Heap{Held: 70 * mib, Live: 60 * mib, Allocated: 1000*mib + mib}, false},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			freed := 0
-			tr := &Trimmer{MinFree: DefaultMinFree, read: func() (uint64, uint64) { return c.free, c.objects }, free: func() { freed++ }}
+			tr := &Trimmer{Surplus: DefaultSurplus, Quiet: DefaultQuiet, last: 1000 * mib,
+				read: func() Heap { return c.heap }, free: func() { freed++ }}
 			if got := tr.Trim(); got != c.trims || (freed == 1) != c.trims {
 				t.Errorf("Trim() = %v with %d collections, want %v", got, freed, c.trims)
 			}
@@ -28,27 +29,28 @@ func TestTrimOnlyWhenMuchIsFree(t *testing.T) {
 	}
 }
 
-// On the real runtime, garbage left by a burst is handed back: the heap's free memory falls
-// below MinFree after a trim.
+// On the real runtime the garbage of a burst is handed back: after a trim the heap holds little
+// beyond what is live.
 func TestTrimReturnsABurstsGarbage(t *testing.T) {
-	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // no collection but ours
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // no collection but the trimmer's
+	tr := New()
+	tr.last = ReadHeap().Allocated
 	keep := make([][]byte, 0, 64)
-	for i := range 64 << 10 {
+	for i := range 64 << 10 { // 64 MiB, one KiB in a thousand kept
 		b := make([]byte, 1<<10)
 		if i%1024 == 0 {
 			keep = append(keep, b)
 		}
 	}
-	runtime.GC() // the burst's garbage is now free heap, not yet returned
-	tr := New()
-	if free, _ := readHeap(); free < tr.MinFree {
-		t.Skipf("only %d bytes free after the burst: nothing to show", free)
+	if h := ReadHeap(); h.Held < h.Live+tr.Surplus {
+		t.Fatalf("the burst left %d bytes held and %d live: nothing to show", h.Held, h.Live)
 	}
+	tr.last = ReadHeap().Allocated // the burst is over: a quiet interval follows
 	if !tr.Trim() {
-		t.Fatal("did not trim after a burst")
+		t.Fatal("did not trim after the burst")
 	}
-	if free, _ := readHeap(); free >= tr.MinFree {
-		t.Errorf("%d bytes still free after the trim", free)
+	if h := ReadHeap(); h.Held >= h.Live+tr.Surplus {
+		t.Errorf("%d bytes held, %d live after the trim", h.Held, h.Live)
 	}
 	runtime.KeepAlive(keep)
 }

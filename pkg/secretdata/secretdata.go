@@ -128,3 +128,15 @@ func Credentials(data map[string][]byte) (in Input, ok bool) {
 	in.Expiration = exp
 	return in, err == nil && in.AccessKeyID != "" && in.SecretAccessKey != "" && in.SessionToken != ""
 }
+
+// CredentialsPresent is Credentials for data whose values are known to be as written and so not
+// kept (the operator's cache): the credential keys are there and the expiration parses.
+func CredentialsPresent(data map[string][]byte) (expiration time.Time, ok bool) {
+	for _, k := range []string{KeyAccessKeyID, KeySecretAccessKey, KeySessionToken} {
+		if _, present := data[k]; !present {
+			return time.Time{}, false
+		}
+	}
+	exp, err := time.Parse(time.RFC3339, string(data[KeyCredentialExpiration]))
+	return exp, err == nil
+}

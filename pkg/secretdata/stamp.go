@@ -1,6 +1,10 @@
 package secretdata
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"sort"
 	"strconv"
 	"time"
 
@@ -20,6 +24,9 @@ type Stamp struct {
 	Rotate string
 	// Slot is one of renewal.Choices; 0 when missing or out of range.
 	Slot int
+	// DataDigest is DataDigest of the data written; RenderHash what shaped it besides the
+	// credentials. Empty in Secrets written before they were recorded.
+	DataDigest, RenderHash string
 }
 
 // ParseStamp reads the stamp from a Secret's annotations. issued is false when the issue time is
@@ -28,7 +35,8 @@ type Stamp struct {
 // is what counts for AWS credentials).
 func ParseStamp(annotations map[string]string) (st Stamp, issued bool) {
 	at, err := time.Parse(time.RFC3339, annotations[rkv1.AnnotationIssuedAt])
-	st = Stamp{IssuedAt: at, RequestHash: annotations[rkv1.AnnotationRequestHash], Rotate: annotations[rkv1.AnnotationRotate]}
+	st = Stamp{IssuedAt: at, RequestHash: annotations[rkv1.AnnotationRequestHash], Rotate: annotations[rkv1.AnnotationRotate],
+		DataDigest: annotations[rkv1.AnnotationDataDigest], RenderHash: annotations[rkv1.AnnotationRenderHash]}
 	if exp, err := time.Parse(time.RFC3339, annotations[rkv1.AnnotationExpiration]); err == nil {
 		st.Expiration = exp
 	}
@@ -49,4 +57,31 @@ func (st Stamp) Annotate(annotations map[string]string) {
 	if st.Slot > 0 {
 		annotations[rkv1.AnnotationRenewalSlot] = strconv.Itoa(st.Slot)
 	}
+	if st.DataDigest != "" {
+		annotations[rkv1.AnnotationDataDigest] = st.DataDigest
+	}
+	if st.RenderHash != "" {
+		annotations[rkv1.AnnotationRenderHash] = st.RenderHash
+	}
+}
+
+// DataDigest is a digest of a Secret's data: keys and values, in key order. It identifies the
+// data without revealing it (SHA-256 of high-entropy credentials), so that the data need not be
+// kept to tell whether it changed.
+func DataDigest(data map[string][]byte) string {
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	var n [8]byte
+	for _, k := range keys {
+		for _, part := range [][]byte{[]byte(k), data[k]} {
+			binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+			h.Write(n[:])
+			h.Write(part)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }

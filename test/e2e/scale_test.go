@@ -42,8 +42,9 @@ const (
 	// (ROLEKEEPER_SCALE_RUNS); their medians are compared.
 	defaultTimedRuns = 5
 	// settleMemory is how long the operator is left idle before its memory is read: long
-	// enough for its trimmer (pkg/memtrim) to have handed a burst's heap back.
-	settleMemory = memtrim.DefaultInterval + 5*time.Second
+	// enough for its trimmer (pkg/memtrim) to see a quiet interval after the burst and hand the
+	// burst's heap back.
+	settleMemory = 2*memtrim.DefaultInterval + 5*time.Second
 )
 
 var scaleFlags = []string{"--zap-time-encoding=rfc3339nano", "--max-concurrent-reconciles=8", "--sts-qps=500", "--sts-burst=500"}
