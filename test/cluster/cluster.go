@@ -139,7 +139,8 @@ func StartWith(assets, dir string, o Options) (*ControlPlane, error) {
 	if o.Address == "" {
 		c.args = append(c.args, "--endpoint-reconciler-type", "none", "--authorization-mode", "RBAC", "--disable-admission-plugins", "ServiceAccount")
 	} else {
-		c.args = append(c.args, "--advertise-address", o.Address, "--authorization-mode", "Node,RBAC")
+		// The Node's name resolves nowhere; logs and exec go to its InternalIP.
+		c.args = append(c.args, "--advertise-address", o.Address, "--authorization-mode", "Node,RBAC", "--kubelet-preferred-address-types", "InternalIP")
 	}
 	if err := c.StartAPIServer(); err != nil {
 		c.Stop()

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -66,8 +67,9 @@ var (
 	emulator  *cluster.Process
 	stsURL    string
 	scheme    = controllers.NewScheme()
-	// operatorImage is what `make image` built, e.g. ghcr.io/rolekeeper/rolekeeper:0a1b2c3.
-	operatorImage, operatorTag, operatorDigest string
+	// operatorImage is what `make image` built, e.g. ghcr.io/rolekeeper/rolekeeper:0a1b2c3, with
+	// its manifest digest and its image id (the config's digest, which the kubelet reports).
+	operatorImage, operatorTag, operatorDigest, operatorConfigDigest string
 )
 
 func TestMain(m *testing.M) {
@@ -176,6 +178,15 @@ func buildImages() ([]string, error) {
 	}
 	operatorImage, operatorDigest = fields[0], fields[1]
 	operatorTag = operatorImage[strings.LastIndex(operatorImage, ":")+1:]
+	built, err := tarball.ImageFromPath(filepath.Join(dir, "rolekeeper.tar"), nil)
+	if err != nil {
+		return nil, err
+	}
+	id, err := built.ConfigName()
+	if err != nil {
+		return nil, err
+	}
+	operatorConfigDigest = id.String()
 
 	bins := filepath.Join(work, "bin")
 	for _, pkg := range []string{"./test/node/pause", "./test/node/consumer", "./hack/ststest"} {

@@ -3,15 +3,19 @@
 // a user's pod would set them) that calls STS GetCallerIdentity in a loop and prints one line per
 // call:
 //
-//	ok <arn>
+//	ok <arn> key:<first 12 hex digits of the sha256 of the access key id>
 //	error <message>
 //
-// The endpoint comes from AWS_ENDPOINT_URL_STS (the STS emulator). It keeps the expiry window the
-// README advises for aws-sdk-go-v2 and never retries, so every failure shows.
+// The hash tells rotations apart in the log without printing any part of a credential.
+// The endpoint comes from AWS_ENDPOINT_URL_STS (the STS emulator). It keeps an expiry window as the
+// README advises for aws-sdk-go-v2 (EXPIRY_WINDOW, default 1m) and never retries, so every failure
+// shows. INTERVAL is the time between calls (default 500ms).
 package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"strings"
@@ -29,7 +33,12 @@ func main() {
 		os.Exit(2)
 	}
 	ctx := context.Background()
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithCredentialsCacheOptions(func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = time.Second }))
+	window, err := time.ParseDuration(env("EXPIRY_WINDOW", "1m"))
+	if err != nil {
+		fmt.Println("error EXPIRY_WINDOW:", err)
+		os.Exit(2)
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithCredentialsCacheOptions(func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = window }))
 	if err != nil {
 		fmt.Println("error loading the configuration:", oneLine(err))
 		os.Exit(1)
@@ -40,10 +49,18 @@ func main() {
 		if err != nil {
 			fmt.Println("error", oneLine(err))
 		} else {
-			fmt.Println("ok", aws.ToString(out.Arn))
+			// The credentials the call was signed with, from the SDK's cache.
+			creds, _ := cfg.Credentials.Retrieve(ctx)
+			fmt.Printf("ok %s key:%s\n", aws.ToString(out.Arn), keyHash(creds.AccessKeyID))
 		}
 		time.Sleep(interval)
 	}
+}
+
+// keyHash is how the log names an access key.
+func keyHash(accessKeyID string) string {
+	sum := sha256.Sum256([]byte(accessKeyID))
+	return hex.EncodeToString(sum[:])[:12]
 }
 
 func env(name, def string) string {
