@@ -33,16 +33,23 @@ func keyHash(accessKeyID string) string {
 	return hex.EncodeToString(sum[:])[:12]
 }
 
-// assumedRole applies an AssumedRole of a 900 s session (30 s at the emulator's time scale, so it
-// rotates every 20 s) with extra spec lines, and waits until it is Ready.
-func assumedRole(t *testing.T, ns, name, spec string) *rkv1.AssumedRole {
+// Session lengths: at the emulator's time scale a short session lasts 30 s and rotates every 20 s;
+// a long one lasts 24 minutes, so nothing is due while a test runs.
+const (
+	short = 900
+	long  = 43200
+)
+
+// assumedRole applies an AssumedRole with a session of duration seconds and extra spec lines, and
+// waits until it is Ready.
+func assumedRole(t *testing.T, ns, name string, duration int, spec string) *rkv1.AssumedRole {
 	t.Helper()
 	apply(t, fmt.Sprintf(`apiVersion: rolekeeper.io/v1alpha1
 kind: AssumedRole
 metadata: {name: %s, namespace: %s}
 spec:
-  assumeRole: {roleArn: "arn:aws:iam::111122223333:role/%s", durationSeconds: 900}
-%s`, name, ns, name, spec))
+  assumeRole: {roleArn: "arn:aws:iam::111122223333:role/%s", durationSeconds: %d}
+%s`, name, ns, name, duration, spec))
 	return waitReady(t, ns, name, 2*time.Minute)
 }
 
@@ -172,7 +179,7 @@ func volumeWatch(t *testing.T, pod *corev1.Pod, volume string) *secretWatch {
 func TestCredentialProcessConsumer(t *testing.T) {
 	withOperator(t)
 	ns := namespace(t, "consumer")
-	ar := assumedRole(t, ns, "app", fmt.Sprintf("  secret: {credentialProcess: {mountPath: %s}}\n", credsMount))
+	ar := assumedRole(t, ns, "app", short, fmt.Sprintf("  secret: {credentialProcess: {mountPath: %s}}\n", credsMount))
 	firstExpiry := ar.Status.Expiration.Time
 	secrets := watchSecret(t, ns, "app")
 	apply(t, consumerPod(ns, "consumer", consumerImage, "app"))
@@ -265,7 +272,7 @@ spec:
         - {name: AWS_EC2_METADATA_DISABLED, value: "true"}
         - {name: INTERVAL, value: 1s}
 `, ns, consumerImage, stsURL))
-	assumedRole(t, ns, "app", "  rolloutRestartTargets: [{kind: Deployment, name: api}]\n")
+	assumedRole(t, ns, "app", short, "  rolloutRestartTargets: [{kind: Deployment, name: api}]\n")
 	dep := &appsv1.Deployment{}
 	key := client.ObjectKey{Namespace: ns, Name: "api"}
 

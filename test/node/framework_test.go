@@ -486,5 +486,6 @@ func callsFor(all []ststest.Call, action, ns, name string) int {
 }
 
 // insecureTransport is for the test's own requests inside the namespace: the kubernetes Service's
-// readiness (with the administrator's token) and metrics.
-var insecureTransport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // a test cluster's self-signed certificate
+// readiness (with the administrator's token) and metrics. No keep-alive: each request through a
+// Service is a new connection, which kube-proxy may send to another pod.
+var insecureTransport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true} //nolint:gosec // a test cluster's self-signed certificate

@@ -177,13 +177,7 @@ func checkOperator(t *testing.T, service string) {
 
 	// An AssumedRole issued by the pod, with the pod's own ServiceAccount token.
 	ns := namespace(t, fmt.Sprintf("smoke-%d", time.Now().UnixNano()%100000))
-	apply(t, fmt.Sprintf(`apiVersion: rolekeeper.io/v1alpha1
-kind: AssumedRole
-metadata: {name: app, namespace: %s}
-spec:
-  assumeRole: {roleArn: "arn:aws:iam::111122223333:role/app"}
-`, ns))
-	waitReady(t, ns, "app", 2*time.Minute)
+	assumedRole(t, ns, "app", long, "")
 	if s := secret(t, ns, "app"); s == nil || len(s.Data["AWS_SESSION_TOKEN"]) == 0 {
 		t.Fatalf("no credentials in Secret %s/app", ns)
 	}
