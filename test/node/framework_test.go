@@ -127,9 +127,13 @@ func setup(m *testing.M) (int, error) {
 	if clientset, err = kubernetes.NewForConfig(cp.Config(cluster.AdminToken)); err != nil {
 		return 1, err
 	}
+	registries, err := registryCAs()
+	if err != nil {
+		return 1, err
+	}
 	node, err = cluster.StartNode(cp, assets, cluster.NodeOptions{
 		Name: nodeName, IP: nodeIP, Bridge: os.Getenv("ROLEKEEPER_NODE_BRIDGE"), PodCIDR: os.Getenv("ROLEKEEPER_NODE_CIDR"),
-		CgroupRoot: os.Getenv("ROLEKEEPER_NODE_CGROUP"), SandboxImage: pauseImage,
+		CgroupRoot: os.Getenv("ROLEKEEPER_NODE_CGROUP"), SandboxImage: pauseImage, RegistryCAs: registries,
 	}, archives...)
 	if err != nil {
 		return 1, err

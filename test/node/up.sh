@@ -6,6 +6,7 @@
 #   - a route for Service cluster IPs to the bridge, where kube-proxy's rules translate them;
 #   - private, writable copies (overlays) of /var/lib, /var/log, /run and /usr/libexec, where the
 #     kubelet, kube-controller-manager, the CNI plugins and iptables write by default;
+#   - a private /etc/hosts (STATE/hosts) naming the node, to which tests add names;
 #   - the kernel settings the kubelet sets at start covered by files holding their current values;
 #   - the kubelet's cgroup root, created in every cgroup hierarchy (down.sh removes it).
 set -euo pipefail
@@ -27,6 +28,10 @@ for d in /var/lib /var/log /run /usr/libexec; do
   mkdir -p "$o/upper" "$o/work"
   mount -t overlay overlay -o "lowerdir=$d,upperdir=$o/upper,workdir=$o/work" "$d"
 done
+
+# A private /etc/hosts: the node's name, and names a test maps to the node (STATE/hosts).
+{ cat /etc/hosts; echo "10.77.0.1 rk-node"; } >"$state/hosts"
+mount --bind "$state/hosts" /etc/hosts
 
 mkdir -p "$state/sysctl"
 for f in vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes; do
