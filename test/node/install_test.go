@@ -328,6 +328,9 @@ func TestHelmInstall(t *testing.T) {
 	if err := admin.List(context.Background(), &crd); err != nil {
 		t.Errorf("the AssumedRole CRD is gone after helm uninstall: %v", err)
 	}
+	if gone(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}) {
+		t.Errorf("helm uninstall removed the namespace")
+	}
 }
 
 // The same for `kubectl apply -k config/default`, through an overlay that sets what every

@@ -193,13 +193,14 @@ spec:
 
 // `helm uninstall` with AssumedRoles present does what docs/operations.md says: the operator goes,
 // the CRDs, AssumedRoles and Secrets stay untouched (the credentials stay valid until they
-// expire); installing again takes the Secrets over without an STS call; deleting an AssumedRole
-// with no operator running still deletes its Secret.
+// expire); installing again takes the Secrets over without an STS call; with no operator running,
+// deleting an AssumedRole deletes its Secret, and deleting the CRDs deletes the rest.
 func TestHelmUninstallKeepsAssumedRoles(t *testing.T) {
 	withOperator(t)
 	ctx := context.Background()
 	ns := namespace(t, "uninstall")
 	assumedRole(t, ns, "kept", long, "")
+	assumedRole(t, ns, "by-crd", long, "")
 	versions := secret(t, ns, "kept").ResourceVersion
 	before := callsFor(calls(t), "AssumeRole", ns, "kept")
 
@@ -228,4 +229,9 @@ func TestHelmUninstallKeepsAssumedRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, time.Minute, "the Secret deleted with its AssumedRole while no operator runs", func() bool { return secret(t, ns, "kept") == nil })
+
+	// Removing everything, as docs/operations.md says: the CRDs, and with them every AssumedRole
+	// and, through the garbage collector, every Secret.
+	kubectl(t, "delete", "crd", "assumedroles.rolekeeper.io", "clusterassumedroles.rolekeeper.io", "assumedrolepolicies.rolekeeper.io", "--wait", "--timeout=2m")
+	eventually(t, time.Minute, "the last Secret deleted with the CRDs", func() bool { return secret(t, ns, "by-crd") == nil })
 }
