@@ -45,8 +45,8 @@ fmt: ## gofmt the tree.
 	gofmt -s -w $$(git ls-files '*.go')
 
 .PHONY: vet
-vet: ## go vet, including the e2e tests behind their build tag.
-	$(GO) vet -tags e2e ./...
+vet: ## go vet, including the e2e and real-node tests behind their build tags.
+	$(GO) vet -tags e2e,node ./...
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## golangci-lint with the explicit linter list in .golangci.yml.

@@ -111,64 +111,62 @@ func issuedKeys(all []ststest.Call, ns, name string) []string {
 	return keys
 }
 
-// secretWatch records when each new access key appeared in a Secret, as the API server has it.
-type secretWatch struct {
+// keyWatch records when each access key was first seen by a poller.
+type keyWatch struct {
 	mu   sync.Mutex
 	seen map[string]time.Time
 }
 
-func watchSecret(t *testing.T, ns, name string) *secretWatch {
+// watchKeys polls read every interval until the test ends.
+func watchKeys(t *testing.T, interval time.Duration, read func() string) *keyWatch {
 	t.Helper()
-	w := &secretWatch{seen: map[string]time.Time{}}
+	w := &keyWatch{seen: map[string]time.Time{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			if s := secret(t, ns, name); s != nil {
+			if k := read(); k != "" {
 				w.mu.Lock()
-				if k := string(s.Data["AWS_ACCESS_KEY_ID"]); k != "" && w.seen[k].IsZero() {
+				if w.seen[k].IsZero() {
 					w.seen[k] = time.Now()
 				}
 				w.mu.Unlock()
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(interval)
 		}
 	}()
 	return w
 }
 
-func (w *secretWatch) at(key string) time.Time {
+func (w *keyWatch) at(key string) time.Time {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.seen[key]
 }
 
-// volumeWatch records when each access key appeared in a pod's Secret volume, as the container sees
-// it: the kubelet's directory for the volume is the very tmpfs bind-mounted into the container,
-// and the test shares the kubelet's mount namespace.
-func volumeWatch(t *testing.T, pod *corev1.Pod, volume string) *secretWatch {
+// watchSecret records when each access key appeared in a Secret, as the API server has it.
+func watchSecret(t *testing.T, ns, name string) *keyWatch {
 	t.Helper()
-	dir := filepath.Join(node.Dir, "kubelet", "pods", string(pod.UID), "volumes", "kubernetes.io~secret", volume)
-	w := &secretWatch{seen: map[string]time.Time{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done })
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			if b, err := os.ReadFile(filepath.Join(dir, "AWS_ACCESS_KEY_ID")); err == nil {
-				w.mu.Lock()
-				if k := string(b); k != "" && w.seen[k].IsZero() {
-					w.seen[k] = time.Now()
-				}
-				w.mu.Unlock()
-			}
-			time.Sleep(50 * time.Millisecond)
+	return watchKeys(t, 100*time.Millisecond, func() string {
+		if s := secret(t, ns, name); s != nil {
+			return string(s.Data["AWS_ACCESS_KEY_ID"])
 		}
-	}()
-	return w
+		return ""
+	})
+}
+
+// watchVolume records when each access key appeared in a pod's Secret volume, as the container
+// sees it: the kubelet's directory for the volume is the very tmpfs bind-mounted into the
+// container, and the test shares the kubelet's mount namespace.
+func watchVolume(t *testing.T, pod *corev1.Pod, volume string) *keyWatch {
+	t.Helper()
+	file := filepath.Join(node.Dir, "kubelet", "pods", string(pod.UID), "volumes", "kubernetes.io~secret", volume, "AWS_ACCESS_KEY_ID")
+	return watchKeys(t, 50*time.Millisecond, func() string {
+		b, _ := os.ReadFile(file)
+		return string(b)
+	})
 }
 
 // A pod from a locally built image, with aws-sdk-go-v2's default configuration reading the
@@ -185,7 +183,7 @@ func TestCredentialProcessConsumer(t *testing.T) {
 	apply(t, consumerPod(ns, "consumer", consumerImage, "app"))
 	apply(t, consumerPod(ns, "distroless", consumerDistrolessImage, "app"))
 	pod := waitPodRunning(t, ns, "consumer")
-	volume := volumeWatch(t, pod, "aws")
+	volume := watchVolume(t, pod, "aws")
 
 	var keys []string
 	eventually(t, 3*time.Minute, "the consumer signing with the first credentials and three rotations, past the first expiry", func() bool {

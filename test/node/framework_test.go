@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -23,7 +22,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,6 +32,7 @@ import (
 	"github.com/rolekeeper/rolekeeper/internal/image"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
 	"github.com/rolekeeper/rolekeeper/test/cluster"
+	"github.com/rolekeeper/rolekeeper/test/harness"
 	"github.com/rolekeeper/rolekeeper/test/testenv"
 )
 
@@ -64,7 +63,7 @@ var (
 	node      *cluster.Node
 	admin     client.Client
 	clientset *kubernetes.Clientset
-	emulator  *cluster.Process
+	emulator  *harness.Emulator
 	stsURL    string
 	scheme    = controllers.NewScheme()
 	// operatorImage is what `make image` built, e.g. ghcr.io/rolekeeper/rolekeeper:0a1b2c3, with
@@ -141,9 +140,12 @@ func setup(m *testing.M) (int, error) {
 	if err := waitClusterReady(); err != nil {
 		return 1, err
 	}
-	if emulator, stsURL, err = startEmulator(); err != nil {
+	// The emulator on the node address, where pods reach it.
+	if emulator, err = harness.StartEmulator(filepath.Join(work, "logs"), filepath.Join(work, "bin", "ststest"), nodeIP+":0", "-time-scale", fmt.Sprint(timeScale),
+		"-access-key", operatorIdentity.AccessKeyID, "-secret-key", operatorIdentity.SecretAccessKey, "-arn", operatorIdentity.Arn); err != nil {
 		return 1, err
 	}
+	stsURL = emulator.URL
 	return m.Run(), nil
 }
 
@@ -302,24 +304,6 @@ func waitClusterReady() error {
 	return nil
 }
 
-// startEmulator runs hack/ststest on the node address, where pods reach it.
-func startEmulator() (*cluster.Process, string, error) {
-	urlFile := filepath.Join(work, "ststest.url")
-	p, err := cluster.StartProcess(filepath.Join(work, "logs"), "ststest", filepath.Join(work, "bin", "ststest"), nil,
-		"-addr", nodeIP+":0", "-time-scale", fmt.Sprint(timeScale),
-		"-access-key", operatorIdentity.AccessKeyID, "-secret-key", operatorIdentity.SecretAccessKey, "-arn", operatorIdentity.Arn, "-url-file", urlFile)
-	if err != nil {
-		return nil, "", err
-	}
-	for i := 0; i < 100; i++ {
-		if b, _ := os.ReadFile(urlFile); len(b) > 0 {
-			return p, string(b), nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return p, "", fmt.Errorf("the emulator did not start; log %s", p.Log)
-}
-
 // httpGet fetches url (with a bearer token when not empty) and returns the status and body.
 func httpGet(url, token string) (int, string) {
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
@@ -382,22 +366,10 @@ func apply(t *testing.T, manifest string) {
 
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	harness.Eventually(t, timeout, what, cond)
 }
 
-func tail(s string, lines int) string {
-	parts := strings.Split(s, "\n")
-	if len(parts) > lines {
-		parts = parts[len(parts)-lines:]
-	}
-	return strings.Join(parts, "\n")
-}
+func tail(s string, lines int) string { return harness.Tail(s, lines) }
 
 // namespace creates a namespace for one test with an AssumedRolePolicy that allows every role in
 // it, and deletes both when the test ends.
@@ -424,69 +396,25 @@ func namespace(t *testing.T, name string) string {
 
 func getAR(t *testing.T, ns, name string) *rkv1.AssumedRole {
 	t.Helper()
-	ar := &rkv1.AssumedRole{}
-	if err := admin.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, ar); err != nil {
-		t.Fatal(err)
-	}
-	return ar
+	return harness.AssumedRole(t, admin, ns, name)
 }
 
 func waitReady(t *testing.T, ns, name string, timeout time.Duration) *rkv1.AssumedRole {
 	t.Helper()
-	var ar *rkv1.AssumedRole
-	eventually(t, timeout, ns+"/"+name+" Ready", func() bool {
-		ar = getAR(t, ns, name)
-		c := meta.FindStatusCondition(ar.Status.Conditions, rkv1.ConditionReady)
-		return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == ar.Generation
-	})
-	return ar
+	return harness.WaitReady(t, admin, ns, name, timeout)
 }
 
 // secret returns the Secret, or nil when it does not exist.
-func secret(t *testing.T, ns, name string) *corev1.Secret {
-	t.Helper()
-	s := &corev1.Secret{}
-	if err := admin.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
-		return nil
-	}
-	return s
-}
-
-// emu calls the emulator's control API.
-func emu(t *testing.T, method, path string) []byte {
-	t.Helper()
-	req, _ := http.NewRequestWithContext(context.Background(), method, stsURL+path, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	var out bytes.Buffer
-	_, _ = out.ReadFrom(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, out.String())
-	}
-	return out.Bytes()
-}
+func secret(_ *testing.T, ns, name string) *corev1.Secret { return harness.Secret(admin, ns, name) }
 
 func calls(t *testing.T) []ststest.Call {
 	t.Helper()
-	var out []ststest.Call
-	if err := json.Unmarshal(emu(t, http.MethodGet, "/_ststest/calls"), &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return emulator.Calls(t)
 }
 
-// callsFor counts the emulator's calls of an action for an AssumedRole by its default session name.
+// callsFor counts the emulator's calls of an action for an AssumedRole.
 func callsFor(all []ststest.Call, action, ns, name string) int {
-	n := 0
-	for _, c := range all {
-		if c.Action == action && c.SessionName == ns+"."+name {
-			n++
-		}
-	}
-	return n
+	return harness.CallsFor(all, action, ns, name)
 }
 
 // insecureTransport is for the test's own requests inside the namespace: the kubernetes Service's
