@@ -82,8 +82,8 @@ $(ASSETS)/kubelet:
 node: $(ASSETS)/kubelet ## Build kubelet, kube-controller-manager, kube-scheduler and kube-proxy for the real-node suite.
 
 .PHONY: test-node
-test-node: control-plane $(ASSETS)/kubectl $(ASSETS)/kubelet $(HELM) ## Real-node tests (root): the image, Helm and kustomize installs, pods consuming the Secret (docs/e2e.md); RUN=TestName for one.
-	KUBEBUILDER_ASSETS=$(ASSETS) HELM_BIN=$(HELM) test/node/run.sh $(GO) test -tags node -count=1 -timeout 30m -v ./test/node/ $(if $(RUN),-run '$(RUN)')
+test-node: control-plane $(ASSETS)/kubectl $(ASSETS)/kubelet minio $(HELM) ## Real-node tests (root): the image, Helm and kustomize installs, pods consuming the Secret (docs/e2e.md); RUN=TestName for one.
+	KUBEBUILDER_ASSETS=$(ASSETS) MINIO_BIN=$(MINIO) HELM_BIN=$(HELM) test/node/run.sh $(GO) test -tags node -count=1 -timeout 30m -v ./test/node/ $(if $(RUN),-run '$(RUN)')
 
 SCALE ?= 100,1000,10000
 

@@ -54,8 +54,14 @@ spec:
 }
 
 // consumerPod is a pod of image that mounts Secret secretName at credsMount and runs the consumer
-// with AWS_CONFIG_FILE pointing at the Secret's config (credential_process), as README shows.
-func consumerPod(ns, name, img, secretName string) string {
+// with AWS_CONFIG_FILE pointing at the Secret's config (credential_process), as README shows, and
+// more environment as NAME=value.
+func consumerPod(ns, name, img, secretName string, env ...string) string {
+	extra := ""
+	for _, e := range env {
+		k, v, _ := strings.Cut(e, "=")
+		extra += fmt.Sprintf("    - {name: %s, value: %q}\n", k, v)
+	}
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: %s, namespace: %s}
@@ -72,13 +78,13 @@ spec:
     - {name: AWS_ENDPOINT_URL_STS, value: %q}
     - {name: AWS_EC2_METADATA_DISABLED, value: "true"}
     - {name: EXPIRY_WINDOW, value: 2s}
-    securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+%s    securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
     volumeMounts:
     - {name: aws, mountPath: %s, readOnly: true}
   volumes:
   - name: aws
     secret: {secretName: %s}
-`, name, ns, img, credsMount, stsURL, credsMount, secretName)
+`, name, ns, img, credsMount, stsURL, extra, credsMount, secretName)
 }
 
 func waitPodRunning(t *testing.T, ns, name string) *corev1.Pod {

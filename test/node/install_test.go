@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
 	"github.com/rolekeeper/rolekeeper/test/cluster"
 )
 
@@ -34,9 +35,10 @@ const operatorSecret = "rolekeeper-aws"
 // operatorSelector selects the operator's pods, from Helm and from config/default alike.
 var operatorSelector = client.MatchingLabels{"app.kubernetes.io/name": "rolekeeper"}
 
-// helmValues points the chart at the emulator and gives the operator its identity; everything
-// else is the chart's default (two replicas, leader election, probes, metrics Service).
-func helmValues(t *testing.T) string {
+// helmValues points the chart at an STS endpoint (also ECR's) and gives the operator its identity
+// from operatorSecret; everything else is the chart's default (two replicas, leader election,
+// probes, metrics Service).
+func helmValues(t *testing.T, endpoint string) string {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "values.yaml")
 	values := fmt.Sprintf(`aws:
@@ -46,16 +48,16 @@ operator:
 env:
 - {name: AWS_ACCESS_KEY_ID, valueFrom: {secretKeyRef: {name: %[3]s, key: AWS_ACCESS_KEY_ID}}}
 - {name: AWS_SECRET_ACCESS_KEY, valueFrom: {secretKeyRef: {name: %[3]s, key: AWS_SECRET_ACCESS_KEY}}}
-`, stsURL, stsURL, operatorSecret)
+`, endpoint, endpoint, operatorSecret)
 	if err := os.WriteFile(f, []byte(values), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return f
 }
 
-// operatorIdentitySecret creates the namespace and the operator's credentials Secret, as an
+// operatorIdentitySecret creates a namespace and the operator's credentials Secret in it, as an
 // administrator does before installing.
-func operatorIdentitySecret(t *testing.T) {
+func operatorIdentitySecret(t *testing.T, ns string, id ststest.Principal) {
 	t.Helper()
 	apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Namespace
@@ -65,16 +67,16 @@ apiVersion: v1
 kind: Secret
 metadata: {name: %s, namespace: %s}
 stringData: {AWS_ACCESS_KEY_ID: %s, AWS_SECRET_ACCESS_KEY: %s}
-`, operatorNamespace, operatorSecret, operatorNamespace, operatorIdentity.AccessKeyID, operatorIdentity.SecretAccessKey))
+`, ns, operatorSecret, ns, id.AccessKeyID, id.SecretAccessKey))
 }
 
 // helmInstall installs charts/rolekeeper with the built image, as README's install section says,
 // plus the emulator's values.
 func helmInstall(t *testing.T) {
 	t.Helper()
-	operatorIdentitySecret(t)
+	operatorIdentitySecret(t, operatorNamespace, operatorIdentity)
 	helm(t, "install", releaseName, "charts/rolekeeper", "-n", operatorNamespace, "--create-namespace",
-		"--set", "image.tag="+operatorTag, "-f", helmValues(t), "--wait", "--timeout", "3m")
+		"--set", "image.tag="+operatorTag, "-f", helmValues(t, stsURL), "--wait", "--timeout", "3m")
 }
 
 func helmUninstall(t *testing.T) {
