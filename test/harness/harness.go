@@ -65,12 +65,14 @@ func Secret(c client.Client, ns, name string) *corev1.Secret {
 	return s
 }
 
-// WaitReady waits until the AssumedRole is Ready for its current generation.
+// WaitReady waits until the AssumedRole exists and is Ready for its current generation.
 func WaitReady(t testing.TB, c client.Client, ns, name string, timeout time.Duration) *rkv1.AssumedRole {
 	t.Helper()
-	var ar *rkv1.AssumedRole
+	ar := &rkv1.AssumedRole{}
 	Eventually(t, timeout, ns+"/"+name+" Ready", func() bool {
-		ar = AssumedRole(t, c, ns, name)
+		if c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, ar) != nil {
+			return false
+		}
 		cond := meta.FindStatusCondition(ar.Status.Conditions, rkv1.ConditionReady)
 		return cond != nil && cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == ar.Generation
 	})

@@ -27,6 +27,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	corev1 "k8s.io/api/core/v1"
@@ -96,7 +97,20 @@ func ecrRegistry(t *testing.T) (string, *atomic.Int32) {
 	// Push the consumer image over loopback, where no login is asked.
 	local := httptest.NewServer(reg)
 	defer local.Close()
-	img, err := tarball.ImageFromPath(filepath.Join(work, "image", "rolekeeper.local_consumer_1.tar"), nil)
+	consumer, err := tarball.ImageFromPath(filepath.Join(work, "image", "rolekeeper.local_consumer_1.tar"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An image ID of its own: once the kubelet has pulled an image ID with credentials, it pulls
+	// again (to verify) for pods that use that ID under another name without them, and the
+	// imported consumer image cannot be pulled from anywhere.
+	cf, err := consumer.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cf.Config.DeepCopy()
+	cfg.Labels = map[string]string{"rolekeeper.io/node-test": "ecr"}
+	img, err := mutate.Config(consumer, *cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
