@@ -5,6 +5,8 @@
 #
 #   hack/build-control-plane.sh            # build what is missing, print the assets dir
 #   WITH_KUBECTL=1 hack/build-control-plane.sh   # also kubectl, for the end-to-end tests
+#   WITH_NODE=1 hack/build-control-plane.sh      # also kubelet, kube-controller-manager,
+#                                                # kube-scheduler and kube-proxy (test/node)
 #   KUBE_VERSION=1.37.2 ETCD_VERSION=3.6.16 hack/build-control-plane.sh
 set -euo pipefail
 
@@ -26,9 +28,10 @@ staging_replaces() {
   grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk -v v="v0.${KUBE_VERSION#1.}" '{print "replace " $1 " => " $1 " " v}'
 }
 
-# The wrapper module that builds kube-apiserver and kubectl from k8s.io/kubernetes.
+# The wrapper module that builds commands of k8s.io/kubernetes (the names under cmd/ given as
+# arguments); go mod tidy keeps the requirements of exactly those.
 k8s_module() {
-  local dir=$work/kubernetes-$KUBE_VERSION
+  local dir=$work/kubernetes-$KUBE_VERSION cmd
   mkdir -p "$dir"
   {
     echo "module rolekeeper.local/kube-apiserver"
@@ -39,16 +42,11 @@ k8s_module() {
     echo
     staging_replaces
   } >"$dir/go.mod"
-  cat >"$dir/tools.go" <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for cmd in "$@"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$cmd"; done
+    printf ')\n'
+  } >"$dir/tools.go"
   (cd "$dir" && go mod tidy >/dev/null)
   echo "$dir"
 }
@@ -57,18 +55,17 @@ version_ldflags() {
   echo "-s -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=${KUBE_VERSION%%.*} -X k8s.io/component-base/version.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2) -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
 }
 
-build_apiserver() {
-  log "building kube-apiserver v$KUBE_VERSION (several minutes on a cold cache)"
-  local dir
-  dir=$(k8s_module)
-  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags="$(version_ldflags)" -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
-}
-
-build_kubectl() {
-  log "building kubectl v$KUBE_VERSION"
-  local dir
-  dir=$(k8s_module)
-  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags="$(version_ldflags)" -o "$out/kubectl" k8s.io/kubernetes/cmd/kubectl)
+# build_k8s builds the named commands of k8s.io/kubernetes that are missing from $out.
+build_k8s() {
+  local missing=() pkgs=() dir cmd
+  for cmd in "$@"; do [ -x "$out/$cmd" ] || missing+=("$cmd"); done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  log "building ${missing[*]} v$KUBE_VERSION (several minutes on a cold cache)"
+  dir=$(k8s_module "${missing[@]}")
+  for cmd in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd"); done
+  # One go build for all of them: the packages they share compile once. With several main
+  # packages, -o names a directory and each binary takes its command's name.
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags="$(version_ldflags)" -o "$out/" "${pkgs[@]}")
 }
 
 build_etcd() {
@@ -98,9 +95,12 @@ GO
 }
 
 [ -x "$out/etcd" ] || build_etcd
-[ -x "$out/kube-apiserver" ] || build_apiserver
+build_k8s kube-apiserver
 if [ "${WITH_KUBECTL:-0}" = 1 ]; then
-  [ -x "$out/kubectl" ] || build_kubectl
+  build_k8s kubectl
+fi
+if [ "${WITH_NODE:-0}" = 1 ]; then
+  build_k8s kubelet kube-controller-manager kube-scheduler kube-proxy
 fi
 "$out/etcd" --version >/dev/null
 "$out/kube-apiserver" --version >&2

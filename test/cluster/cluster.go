@@ -21,6 +21,9 @@ import (
 	"k8s.io/client-go/rest"
 )
 
+// ServiceCIDR is the range of Service cluster IPs; the kubernetes Service is its first address.
+const ServiceCIDR = "10.0.0.0/24"
+
 // Tokens the API server accepts.
 const (
 	// AdminToken is a cluster administrator (group system:masters).
@@ -68,13 +71,33 @@ func FreePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// Options change how the API server runs. The zero value is the loopback control plane of the
+// end-to-end tests: no ServiceAccount admission (no controller creates ServiceAccounts there) and
+// no endpoints for the kubernetes Service.
+type Options struct {
+	// Address to bind and advertise instead of 127.0.0.1: a real node's pods reach the API server
+	// there through the kubernetes Service, whose endpoints the API server then keeps (lease
+	// reconciler). It also turns on what pods need: ServiceAccount admission and the Node
+	// authorizer.
+	Address string
+	// Tokens are more lines for the static token file (token,user,uid,"group,...").
+	Tokens []string
+}
+
 // Start runs etcd and kube-apiserver from the binaries in assets, with state under dir, and waits
 // until the API server is ready.
-func Start(assets, dir string) (*ControlPlane, error) {
+func Start(assets, dir string) (*ControlPlane, error) { return StartWith(assets, dir, Options{}) }
+
+// StartWith is Start with options.
+func StartWith(assets, dir string, o Options) (*ControlPlane, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "certs"), 0o755); err != nil {
 		return nil, err
 	}
-	for name, content := range map[string]string{"tokens.csv": tokens, "audit-policy.yaml": auditPolicy} {
+	allTokens := tokens
+	for _, t := range o.Tokens {
+		allTokens += t + "\n"
+	}
+	for name, content := range map[string]string{"tokens.csv": allTokens, "audit-policy.yaml": auditPolicy} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			return nil, err
 		}
@@ -88,7 +111,11 @@ func Start(assets, dir string) (*ControlPlane, error) {
 		return nil, err
 	}
 	etcdPort, peerPort, apiPort := FreePort(), FreePort(), FreePort()
-	c := &ControlPlane{Dir: dir, URL: fmt.Sprintf("https://127.0.0.1:%d", apiPort), bins: assets}
+	addr := "127.0.0.1"
+	if o.Address != "" {
+		addr = o.Address
+	}
+	c := &ControlPlane{Dir: dir, URL: fmt.Sprintf("https://%s:%d", addr, apiPort), bins: assets}
 	c.Etcd, err = StartProcess(filepath.Join(dir, "logs"), "etcd", filepath.Join(assets, "etcd"), nil, "--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPort), "--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPort),
 		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", peerPort), "--unsafe-no-fsync")
@@ -97,19 +124,23 @@ func Start(assets, dir string) (*ControlPlane, error) {
 	}
 	c.args = []string{
 		"--etcd-servers", fmt.Sprintf("http://127.0.0.1:%d", etcdPort),
-		"--bind-address", "127.0.0.1", "--secure-port", fmt.Sprint(apiPort), "--endpoint-reconciler-type", "none",
+		"--bind-address", addr, "--secure-port", fmt.Sprint(apiPort),
 		"--cert-dir", filepath.Join(dir, "certs"),
 		"--token-auth-file", filepath.Join(dir, "tokens.csv"),
 		"--audit-policy-file", filepath.Join(dir, "audit-policy.yaml"),
 		"--audit-log-path", filepath.Join(dir, "audit.log"),
 		"--audit-log-format", "json",
 		"--audit-log-maxsize", "0",
-		"--authorization-mode", "RBAC",
-		"--service-cluster-ip-range", "10.0.0.0/24",
-		"--disable-admission-plugins", "ServiceAccount",
+		"--service-cluster-ip-range", ServiceCIDR,
 		"--service-account-issuer", c.URL,
 		"--service-account-key-file", filepath.Join(dir, "sa.key"),
 		"--service-account-signing-key-file", filepath.Join(dir, "sa.key"),
+	}
+	if o.Address == "" {
+		c.args = append(c.args, "--endpoint-reconciler-type", "none", "--authorization-mode", "RBAC", "--disable-admission-plugins", "ServiceAccount")
+	} else {
+		// The Node's name resolves nowhere; logs and exec go to its InternalIP.
+		c.args = append(c.args, "--advertise-address", o.Address, "--authorization-mode", "Node,RBAC", "--kubelet-preferred-address-types", "InternalIP")
 	}
 	if err := c.StartAPIServer(); err != nil {
 		c.Stop()
@@ -144,6 +175,29 @@ func (c *ControlPlane) StartAPIServer() error {
 		time.Sleep(250 * time.Millisecond)
 	}
 	return fmt.Errorf("kube-apiserver did not become ready; log: %s", c.APIServer.Log)
+}
+
+// CAFile writes the CA that signed the API server's self-signed serving certificate (the last
+// certificate of cert-dir/apiserver.crt) to its own file and returns its path: what clients that
+// verify the server trust, and what pods get as kube-root-ca.crt.
+func (c *ControlPlane) CAFile() (string, error) {
+	chain, err := os.ReadFile(filepath.Join(c.Dir, "certs", "apiserver.crt"))
+	if err != nil {
+		return "", err
+	}
+	var last *pem.Block
+	for rest := chain; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		last = b
+	}
+	if last == nil {
+		return "", fmt.Errorf("no certificate in %s/certs/apiserver.crt", c.Dir)
+	}
+	path := filepath.Join(c.Dir, "certs", "ca.crt")
+	return path, os.WriteFile(path, pem.EncodeToMemory(last), 0o644)
 }
 
 // Stop ends kube-apiserver and etcd.

@@ -6,7 +6,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +27,7 @@ import (
 	"github.com/rolekeeper/rolekeeper/controllers"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
 	"github.com/rolekeeper/rolekeeper/test/cluster"
+	"github.com/rolekeeper/rolekeeper/test/harness"
 	"github.com/rolekeeper/rolekeeper/test/testenv"
 )
 
@@ -46,7 +45,7 @@ var (
 	bins     = map[string]string{}
 	cp       *cluster.ControlPlane
 	admin    client.Client
-	emulator *cluster.Process
+	emulator *harness.Emulator
 	stsURL   string
 	scheme   = controllers.NewScheme()
 )
@@ -114,21 +113,13 @@ func setup(m *testing.M) (int, error) {
 	if out, err := kubectl("admin", "wait", "--for=condition=Established", "crd/assumedroles.rolekeeper.io", "crd/assumedrolepolicies.rolekeeper.io", "--timeout=60s"); err != nil {
 		return 1, fmt.Errorf("%w: %s", err, out)
 	}
-	emulator, err = startProcess("ststest", bins["ststest"], nil, "-addr", "127.0.0.1:0", "-time-scale", fmt.Sprint(timeScale),
+	emulator, err = harness.StartEmulator(filepath.Join(work, "logs"), bins["ststest"], "127.0.0.1:0", "-time-scale", fmt.Sprint(timeScale),
 		"-access-key", replicaA.AccessKeyID, "-secret-key", replicaA.SecretAccessKey, "-arn", replicaA.Arn,
-		"-principal", replicaB.AccessKeyID+":"+replicaB.SecretAccessKey+":"+replicaB.Arn,
-		"-url-file", filepath.Join(work, "ststest.url"))
+		"-principal", replicaB.AccessKeyID+":"+replicaB.SecretAccessKey+":"+replicaB.Arn)
 	if err != nil {
 		return 1, err
 	}
-	for i := 0; i < 100 && stsURL == ""; i++ {
-		b, _ := os.ReadFile(filepath.Join(work, "ststest.url"))
-		stsURL = string(b)
-		time.Sleep(100 * time.Millisecond)
-	}
-	if stsURL == "" {
-		return 1, fmt.Errorf("the emulator did not start")
-	}
+	stsURL = emulator.URL
 	return m.Run(), nil
 }
 
@@ -182,13 +173,7 @@ func operatorAs(t *testing.T, kc string, identity ststest.Principal, endpoint st
 	return p
 }
 
-func tail(s string, lines int) string {
-	parts := strings.Split(s, "\n")
-	if len(parts) > lines {
-		parts = parts[len(parts)-lines:]
-	}
-	return strings.Join(parts, "\n")
-}
+func tail(s string, lines int) string { return harness.Tail(s, lines) }
 
 // namespace creates a namespace for one test.
 func namespace(t *testing.T, name string) string {
@@ -216,42 +201,19 @@ func create(t *testing.T, ar *rkv1.AssumedRole) {
 
 func get(t *testing.T, ns, name string) *rkv1.AssumedRole {
 	t.Helper()
-	ar := &rkv1.AssumedRole{}
-	if err := admin.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, ar); err != nil {
-		t.Fatal(err)
-	}
-	return ar
+	return harness.AssumedRole(t, admin, ns, name)
 }
 
-func secret(t *testing.T, ns, name string) *corev1.Secret {
-	t.Helper()
-	s := &corev1.Secret{}
-	if err := admin.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
-		return nil
-	}
-	return s
-}
+func secret(_ *testing.T, ns, name string) *corev1.Secret { return harness.Secret(admin, ns, name) }
 
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	harness.Eventually(t, timeout, what, cond)
 }
 
 func waitReady(t *testing.T, ns, name string, timeout time.Duration) *rkv1.AssumedRole {
 	t.Helper()
-	var ar *rkv1.AssumedRole
-	eventually(t, timeout, ns+"/"+name+" Ready", func() bool {
-		ar = get(t, ns, name)
-		c := meta.FindStatusCondition(ar.Status.Conditions, rkv1.ConditionReady)
-		return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == ar.Generation
-	})
-	return ar
+	return harness.WaitReady(t, admin, ns, name, timeout)
 }
 
 func cond(ar *rkv1.AssumedRole, typ string) metav1.Condition {
@@ -264,43 +226,16 @@ func cond(ar *rkv1.AssumedRole, typ string) metav1.Condition {
 // emu calls the emulator's control API.
 func emu(t *testing.T, method, path string, body any) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	if body != nil {
-		_ = json.NewEncoder(&buf).Encode(body)
-	}
-	req, _ := http.NewRequestWithContext(context.Background(), method, stsURL+path, &buf)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	var out bytes.Buffer
-	_, _ = out.ReadFrom(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, out.String())
-	}
-	return out.Bytes()
+	return emulator.Control(t, method, path, body)
 }
 
 func calls(t *testing.T) []ststest.Call {
 	t.Helper()
-	var out []ststest.Call
-	if err := json.Unmarshal(emu(t, http.MethodGet, "/_ststest/calls", nil), &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return emulator.Calls(t)
 }
 
 // callsFor counts the calls for an AssumedRole by its default session name.
-func callsFor(all []ststest.Call, ns, name string) int {
-	n := 0
-	for _, c := range all {
-		if c.SessionName == ns+"."+name {
-			n++
-		}
-	}
-	return n
-}
+func callsFor(all []ststest.Call, ns, name string) int { return harness.CallsFor(all, "", ns, name) }
 
 // operatorWrites counts the operator's write requests in a namespace from the audit log, by
 // resource ("secrets", "assumedroles/status"), successful or not.

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/minio/madmin-go/v3"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -163,25 +161,13 @@ func TestSamplesBecomeReadyAndKubectlWaits(t *testing.T) {
 func TestSessionPolicyEnforcedByMinIO(t *testing.T) {
 	m := minio.Start(t)
 	ctx := context.Background()
-	adm, err := madmin.NewWithOptions(strings.TrimPrefix(m.URL, "http://"), &madmin.Options{Creds: credentials.NewStaticV4(m.RootUser, m.RootPassword, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	user := ststest.Principal{AccessKeyID: "rolekeeper-e2e", SecretAccessKey: "rolekeeper-e2e-secret-key"}
-	if err := adm.AddUser(ctx, user.AccessKeyID, user.SecretAccessKey); err != nil {
-		t.Fatal(err)
-	}
 	userPolicy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::demo-bucket","arn:aws:s3:::demo-bucket/*","arn:aws:s3:::other-bucket","arn:aws:s3:::other-bucket/*"]}]}`
-	if err := adm.AddCannedPolicy(ctx, "rolekeeper-e2e", []byte(userPolicy)); err != nil {
+	if err := m.AddUser(ctx, user.AccessKeyID, user.SecretAccessKey, userPolicy); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := adm.AttachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{"rolekeeper-e2e"}, User: user.AccessKeyID}); err != nil {
+	if err := m.MakeBuckets(ctx, "demo-bucket", "other-bucket"); err != nil {
 		t.Fatal(err)
-	}
-	for _, b := range []string{"/demo-bucket", "/other-bucket"} {
-		if code, body, err := m.S3(ctx, m.Root(), http.MethodPut, b, nil); err != nil || code != http.StatusOK {
-			t.Fatalf("bucket %s: %d %s %v", b, code, body, err)
-		}
 	}
 
 	ns := namespace(t, "minio-e2e")

@@ -14,11 +14,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/minio/madmin-go/v3"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/rolekeeper/rolekeeper/test/cluster"
 	"github.com/rolekeeper/rolekeeper/test/testenv"
@@ -45,9 +48,13 @@ func Binary() (string, error) {
 	return found[len(found)-1], nil
 }
 
-// Start runs MinIO with a fresh data directory until the test ends. Its log is printed when the
-// test fails.
-func Start(t testing.TB) *Server {
+// Start runs MinIO on 127.0.0.1 with a fresh data directory until the test ends. Its log is
+// printed when the test fails.
+func Start(t testing.TB) *Server { return StartOn(t, "127.0.0.1") }
+
+// StartOn is Start listening on host (an address of a network namespace the test made, where
+// pods reach it).
+func StartOn(t testing.TB, host string) *Server {
 	t.Helper()
 	bin, err := Binary()
 	if err != nil {
@@ -60,8 +67,8 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	port, console := cluster.FreePort(), cluster.FreePort()
-	s.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	cmd := exec.CommandContext(context.Background(), bin, "server", filepath.Join(dir, "data"), "--quiet", "--address", fmt.Sprintf("127.0.0.1:%d", port), "--console-address", fmt.Sprintf("127.0.0.1:%d", console))
+	s.URL = fmt.Sprintf("http://%s:%d", host, port)
+	cmd := exec.CommandContext(context.Background(), bin, "server", filepath.Join(dir, "data"), "--quiet", "--address", fmt.Sprintf("%s:%d", host, port), "--console-address", fmt.Sprintf("%s:%d", host, console))
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+s.RootUser, "MINIO_ROOT_PASSWORD="+s.RootPassword, "MINIO_BROWSER=off", "MINIO_UPDATE=off")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
@@ -103,6 +110,33 @@ func (s *Server) healthy(path string) bool {
 // Root returns MinIO's root credentials.
 func (s *Server) Root() aws.Credentials {
 	return aws.Credentials{AccessKeyID: s.RootUser, SecretAccessKey: s.RootPassword}
+}
+
+// AddUser creates an IAM user of MinIO with an identity policy (JSON) of the same name, through
+// MinIO's admin API.
+func (s *Server) AddUser(ctx context.Context, user, secret, policy string) error {
+	adm, err := madmin.NewWithOptions(strings.TrimPrefix(s.URL, "http://"), &madmin.Options{Creds: credentials.NewStaticV4(s.RootUser, s.RootPassword, "")})
+	if err != nil {
+		return err
+	}
+	if err := adm.AddUser(ctx, user, secret); err != nil {
+		return err
+	}
+	if err := adm.AddCannedPolicy(ctx, user, []byte(policy)); err != nil {
+		return err
+	}
+	_, err = adm.AttachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{user}, User: user})
+	return err
+}
+
+// MakeBuckets creates buckets as the root user.
+func (s *Server) MakeBuckets(ctx context.Context, names ...string) error {
+	for _, b := range names {
+		if code, body, err := s.S3(ctx, s.Root(), http.MethodPut, "/"+b, nil); err != nil || code != http.StatusOK {
+			return fmt.Errorf("bucket %s: %d %s %w", b, code, body, err)
+		}
+	}
+	return nil
 }
 
 // S3 sends one S3 request signed with creds and returns the status code and body.
