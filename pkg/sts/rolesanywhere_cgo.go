@@ -30,14 +30,16 @@ func newRolesAnywhereProvider(ra RolesAnywhere) (aws.CredentialsProvider, error)
 }
 
 func (p *rolesAnywhereProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
-	ck, err := p.ra.readCertificate()
-	if err != nil {
-		return aws.Credentials{}, err
-	}
 	select {
 	case p.inflight <- struct{}{}:
 	case <-ctx.Done():
 		return aws.Credentials{}, fmt.Errorf("waiting for an earlier Roles Anywhere CreateSession: %w", ctx.Err())
+	}
+	// Read after waiting, so that a call queued behind a slow one signs with the newest files.
+	ck, err := p.ra.readCertificate()
+	if err != nil {
+		<-p.inflight
+		return aws.Credentials{}, err
 	}
 	type result struct {
 		out helper.CredentialProcessOutput

@@ -102,16 +102,24 @@ func TestRolesAnywhereIdentity(t *testing.T) {
 				t.Fatalf("a 2-hour AssumeRole: %v, want the role chaining refusal", err)
 			}
 
-			// cert-manager renews the certificate; the old one is then revoked. The next refresh
-			// signs with the new one, without a new client.
+			// cert-manager renews the certificate. The next refresh signs with the new one,
+			// without a new client (a refresh already under way may still use the old one).
 			second := f.rotate(t, "rolekeeper", time.Now().Add(2*time.Hour), rsaKey)
-			f.srv.RevokeCertificate(first.Serial, true)
-			id, err = client.OwnIdentity(context.Background())
-			if err != nil {
-				t.Fatalf("after the renewal: %v", err)
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.HasSuffix(id.Arn, "/"+second.Serial) {
+				if time.Now().After(deadline) {
+					t.Fatalf("identity after the renewal %s, want the session of certificate %s", id.Arn, second.Serial)
+				}
+				if id, err = client.OwnIdentity(context.Background()); err != nil {
+					t.Fatalf("after the renewal: %v", err)
+				}
 			}
-			if !strings.HasSuffix(id.Arn, "/"+second.Serial) {
-				t.Fatalf("identity after the renewal %s, want the session of certificate %s", id.Arn, second.Serial)
+			// Once the old certificate is revoked, refreshes go on with the new one.
+			f.srv.RevokeCertificate(first.Serial, true)
+			for range 3 {
+				if id, err = client.OwnIdentity(context.Background()); err != nil || !strings.HasSuffix(id.Arn, "/"+second.Serial) {
+					t.Fatalf("with the old certificate revoked: %v, %v", id, err)
+				}
 			}
 			sessions := f.sessions()
 			last := sessions[len(sessions)-1]
