@@ -47,6 +47,7 @@ type flags struct {
 	metricsCertDir         string
 	healthProbeBindAddress string
 	pprofBindAddress       string
+	identity               identityFlags
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
@@ -74,6 +75,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
 	fs.StringVar(&f.metricsCertDir, "metrics-cert-dir", "", "With --metrics-secure: directory holding tls.crt and tls.key for the metrics endpoint, reloaded when they change. Empty: a self-signed certificate.")
 	fs.StringVar(&f.healthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
 	fs.StringVar(&f.pprofBindAddress, "pprof-bind-address", "0", "Address of the Go profiling endpoints (/debug/pprof/); 0 (the default) disables them. It is unauthenticated: bind it to localhost, for example 127.0.0.1:8082.")
+	f.identity.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -104,6 +106,9 @@ func (f *flags) validate() error {
 	}
 	if f.metricsCertDir != "" && !f.metricsSecure {
 		errs = append(errs, fmt.Errorf("--metrics-cert-dir needs --metrics-secure"))
+	}
+	if err := f.identity.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -188,7 +193,7 @@ func run(f *flags) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	stsClient, err := sts.LoadDefault(ctx, sts.Options{
+	stsClient, err := f.identity.load(ctx, sts.Options{
 		Region:       f.region,
 		Endpoint:     f.stsEndpoint,
 		ECREndpoint:  f.ecrEndpoint,
@@ -198,7 +203,8 @@ func run(f *flags) error {
 		Burst:        f.stsBurst,
 		Observe:      controllers.ObserveSTS,
 		OnIdentity: func(id sts.Identity) {
-			log.Info("operator AWS identity", "arn", id.Arn, "kind", id.Kind(), "roleChaining", id.RoleSession())
+			log.Info("operator AWS identity", "arn", id.Arn, "kind", id.Kind(), "source", id.Source, "roleChaining", id.RoleSession())
+			controllers.ObserveIdentity(id.Kind(), id.Source, id.Arn)
 		},
 	})
 	if err != nil {

@@ -24,6 +24,10 @@ var (
 		Help:    "Duration of calls to AWS STS, rate-limit wait and SDK retries included.",
 		Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 	}, []string{"operation"})
+	operatorIdentity = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "rolekeeper_operator_identity_info",
+		Help: "The operator's own AWS identity, value 1: its kind (role-session, iam-user, ...), where its credentials come from (source: web-identity, roles-anywhere, static-keys, ...) and its ARN. Never a credential.",
+	}, []string{"kind", "source", "arn"})
 
 	expirationDesc = prometheus.NewDesc("rolekeeper_credentials_expiration_timestamp_seconds",
 		"When the credentials in the AssumedRole's Secret expire (Unix time).", []string{"namespace", "name"}, nil)
@@ -46,12 +50,19 @@ func ObserveSTS(operation, code string, took time.Duration) {
 	stsDuration.WithLabelValues(operation).Observe(took.Seconds())
 }
 
+// ObserveIdentity records the operator's own identity, replacing the one before; it is called
+// from the pkg/sts Options.OnIdentity hook.
+func ObserveIdentity(kind, source, arn string) {
+	operatorIdentity.Reset()
+	operatorIdentity.WithLabelValues(kind, source, arn).Set(1)
+}
+
 // RegisterStateCollector registers the metrics with controller-runtime's registry once, and
 // points the state collector at reader (the manager's cache).
 func RegisterStateCollector(reader client.Reader) {
 	collector.reader.Store(&reader)
 	registerOnce.Do(func() {
-		ctrlmetrics.Registry.MustRegister(stsRequests, stsDuration, collector)
+		ctrlmetrics.Registry.MustRegister(stsRequests, stsDuration, operatorIdentity, collector)
 	})
 }
 
