@@ -108,6 +108,8 @@ func Start(assets, dir string) (*ControlPlane, error) {
 		"--service-cluster-ip-range", "10.0.0.0/24",
 		"--disable-admission-plugins", "ServiceAccount",
 		"--service-account-issuer", c.URL,
+		// The discovery document's jwks_uri names this host, reachable on loopback.
+		"--external-hostname", "127.0.0.1",
 		"--service-account-key-file", filepath.Join(dir, "sa.key"),
 		"--service-account-signing-key-file", filepath.Join(dir, "sa.key"),
 	}
