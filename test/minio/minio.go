@@ -45,9 +45,10 @@ func Binary() (string, error) {
 	return found[len(found)-1], nil
 }
 
-// Start runs MinIO with a fresh data directory until the test ends. Its log is printed when the
-// test fails.
-func Start(t testing.TB) *Server {
+// Start runs MinIO with a fresh data directory until the test ends, with env added to its
+// environment (for example MINIO_IDENTITY_OPENID_* settings). Its log is printed when the test
+// fails.
+func Start(t testing.TB, env ...string) *Server {
 	t.Helper()
 	bin, err := Binary()
 	if err != nil {
@@ -63,6 +64,7 @@ func Start(t testing.TB) *Server {
 	s.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	cmd := exec.CommandContext(context.Background(), bin, "server", filepath.Join(dir, "data"), "--quiet", "--address", fmt.Sprintf("127.0.0.1:%d", port), "--console-address", fmt.Sprintf("127.0.0.1:%d", console))
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+s.RootUser, "MINIO_ROOT_PASSWORD="+s.RootPassword, "MINIO_BROWSER=off", "MINIO_UPDATE=off")
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
+	"github.com/rolekeeper/rolekeeper/test/minio"
 	"github.com/rolekeeper/rolekeeper/test/testenv"
 )
 
@@ -119,10 +124,7 @@ func webIdentityEmulator(t *testing.T, iss *Issuer, opts ststest.Options) *stste
 // exchange calls AssumeRoleWithWebIdentity through the SDK (unsigned, as the SDK sends it).
 func exchange(t *testing.T, srv *ststest.Server, role, token string) (*awssts.AssumeRoleWithWebIdentityOutput, error) {
 	t.Helper()
-	client := awssts.New(awssts.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL), RetryMaxAttempts: 1})
-	return client.AssumeRoleWithWebIdentity(context.Background(), &awssts.AssumeRoleWithWebIdentityInput{
-		RoleArn: aws.String(role), RoleSessionName: aws.String("rolekeeper"), WebIdentityToken: aws.String(token),
-	})
+	return exchangeAt(srv.URL, role, token)
 }
 
 const operatorRole = "arn:aws:iam::111122223333:role/rolekeeper"
@@ -272,4 +274,64 @@ func apiCode(err error) string {
 		return ae.ErrorCode()
 	}
 	return fmt.Sprint(err)
+}
+
+// MinIO, an independent implementation of AssumeRoleWithWebIdentity, verifies the same
+// TokenRequest tokens against the same published keys: it accepts what the emulator accepts
+// and refuses a tampered token and a token for another audience. (It checks no trust policy:
+// its role policy grants every token of the provider, so subject refusals are the emulator's
+// alone; expiry is not tried here, as MinIO has no clock to move and the shortest token lasts
+// ten minutes.)
+func TestMinIOVerifiesServiceAccountTokensToo(t *testing.T) {
+	iss := issuer(t)
+	caFile := filepath.Join(t.TempDir(), "issuer-ca.pem")
+	if err := os.WriteFile(caFile, iss.CAPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := minio.Start(t,
+		"MINIO_IDENTITY_OPENID_CONFIG_URL="+strings.TrimSuffix(iss.URL, "/")+"/.well-known/openid-configuration",
+		"MINIO_IDENTITY_OPENID_CLIENT_ID=sts.amazonaws.com",
+		"MINIO_IDENTITY_OPENID_ROLE_POLICY=readwrite",
+		"SSL_CERT_FILE="+caFile) // MinIO trusts the issuer's TLS through the system roots
+	// MinIO names the role of a provider after a hash of its client ID.
+	sum := sha1.Sum([]byte("sts.amazonaws.com"))
+	minioRole := "arn:minio:iam:::role/" + base64.RawURLEncoding.EncodeToString(sum[:])
+	emulator := webIdentityEmulator(t, iss, ststest.Options{})
+	emulator.SetRole(operatorRole, trustIssuer(iss, operatorTrust))
+
+	valid := iss.Token(t, "sts.amazonaws.com", 10*time.Minute)
+	parts := strings.Split(valid, ".")
+	forged := parts[0] + "." + parts[1] + "." + strings.Split(forge(t, iss.URL, operatorSubject), ".")[2]
+	for _, c := range []struct {
+		name  string
+		token string
+		ok    bool
+	}{
+		{"valid token", valid, true},
+		{"another key's signature", forged, false},
+		{"another audience", iss.Token(t, "vault", 10*time.Minute), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			minioOut, minioErr := exchangeAt(m.URL, minioRole, c.token)
+			_, emuErr := exchange(t, emulator, operatorRole, c.token)
+			if (minioErr == nil) != c.ok || (emuErr == nil) != c.ok {
+				t.Fatalf("MinIO: %v; emulator: %v; want accepted=%v from both", minioErr, emuErr, c.ok)
+			}
+			if !c.ok {
+				return
+			}
+			creds := minioOut.Credentials
+			status, body, err := m.S3(context.Background(), aws.Credentials{AccessKeyID: *creds.AccessKeyId, SecretAccessKey: *creds.SecretAccessKey, SessionToken: *creds.SessionToken}, http.MethodGet, "/", nil)
+			if err != nil || status != http.StatusOK {
+				t.Fatalf("S3 ListBuckets with MinIO's web identity session: %d %s %v", status, body, err)
+			}
+		})
+	}
+}
+
+func exchangeAt(endpoint, role, token string) (*awssts.AssumeRoleWithWebIdentityOutput, error) {
+	client := awssts.New(awssts.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint), RetryMaxAttempts: 1})
+	return client.AssumeRoleWithWebIdentity(context.Background(), &awssts.AssumeRoleWithWebIdentityInput{
+		RoleArn: aws.String(role), RoleSessionName: aws.String("rolekeeper"), WebIdentityToken: aws.String(token),
+	})
 }
