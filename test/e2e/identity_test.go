@@ -7,22 +7,26 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
 	"github.com/rolekeeper/rolekeeper/test/cluster"
+	"github.com/rolekeeper/rolekeeper/test/testenv"
 )
 
 // readyWatch polls AssumedRoles until stopped and records every time one that had been Ready was
@@ -368,4 +372,105 @@ func TestRolesAnywhereOperator(t *testing.T) {
 	if out := op.Output(); strings.Contains(out, "PRIVATE KEY") || !strings.Contains(out, `"source":"roles-anywhere"`) {
 		t.Errorf("the log shows key material or does not name the identity:\n%s", tail(out, 20))
 	}
+}
+
+// The chart and config/ run the operator with each keyless identity as the tests above run it:
+// web identity from a projected ServiceAccount token (audience sts.amazonaws.com) named by
+// AWS_WEB_IDENTITY_TOKEN_FILE, Roles Anywhere from a mounted Secret at the flags' paths.
+func TestIdentityManifests(t *testing.T) {
+	const role = "arn:aws:iam::111122223333:role/rolekeeper"
+	kustomize := func(dir string) string {
+		out, err := kubectl("admin", "kustomize", filepath.Join(testenv.Root(), "config", dir))
+		if err != nil {
+			t.Fatalf("kubectl kustomize config/%s: %v\n%s", dir, err, out)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name, rendered, identity string
+	}{
+		{"chart web identity", helmTemplate(t, "rolekeeper-system", "--set", "aws.identity=web-identity", "--set", "aws.webIdentity.roleArn="+role), "web-identity"},
+		{"config/web-identity", kustomize("web-identity"), "web-identity"},
+		{"chart roles anywhere", helmTemplate(t, "rolekeeper-system", "--set", "aws.identity=roles-anywhere",
+			"--set", "aws.rolesAnywhere.trustAnchorArn=arn:aws:rolesanywhere:us-east-1:111122223333:trust-anchor/0b1c",
+			"--set", "aws.rolesAnywhere.profileArn=arn:aws:rolesanywhere:us-east-1:111122223333:profile/0b1d",
+			"--set", "aws.rolesAnywhere.roleArn="+role), "roles-anywhere"},
+		{"config/roles-anywhere", kustomize("roles-anywhere"), "roles-anywhere"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := managerDeployment(t, c.rendered)
+			pod := d.Spec.Template.Spec
+			ctr := pod.Containers[0]
+			args := strings.Join(ctr.Args, " ")
+			if !strings.Contains(args, "--identity="+c.identity) {
+				t.Fatalf("args %v lack --identity=%s", ctr.Args, c.identity)
+			}
+			mounted := func(file string) *corev1.Volume {
+				for _, m := range ctr.VolumeMounts {
+					if strings.HasPrefix(file, m.MountPath+"/") {
+						for i := range pod.Volumes {
+							if pod.Volumes[i].Name == m.Name {
+								return &pod.Volumes[i]
+							}
+						}
+					}
+				}
+				return nil
+			}
+			switch c.identity {
+			case "web-identity":
+				env := map[string]string{}
+				for _, e := range ctr.Env {
+					env[e.Name] = e.Value
+				}
+				if env["AWS_ROLE_ARN"] != role {
+					t.Errorf("AWS_ROLE_ARN %q, want %q", env["AWS_ROLE_ARN"], role)
+				}
+				v := mounted(env["AWS_WEB_IDENTITY_TOKEN_FILE"])
+				if v == nil || v.Projected == nil || len(v.Projected.Sources) != 1 || v.Projected.Sources[0].ServiceAccountToken == nil {
+					t.Fatalf("AWS_WEB_IDENTITY_TOKEN_FILE %q is not in a projected ServiceAccount token volume: %+v", env["AWS_WEB_IDENTITY_TOKEN_FILE"], v)
+				}
+				sat := v.Projected.Sources[0].ServiceAccountToken
+				if sat.Audience != "sts.amazonaws.com" || filepath.Base(env["AWS_WEB_IDENTITY_TOKEN_FILE"]) != sat.Path || sat.ExpirationSeconds == nil || *sat.ExpirationSeconds < 600 {
+					t.Errorf("projected token %+v, want audience sts.amazonaws.com at %s", sat, env["AWS_WEB_IDENTITY_TOKEN_FILE"])
+				}
+			case "roles-anywhere":
+				for _, f := range []string{"/var/run/secrets/rolekeeper.io/roles-anywhere/tls.crt", "/var/run/secrets/rolekeeper.io/roles-anywhere/tls.key"} {
+					if v := mounted(f); v == nil || v.Secret == nil || v.Secret.SecretName != "rolekeeper-roles-anywhere" {
+						t.Errorf("%s is not in the Secret volume rolekeeper-roles-anywhere: %+v", f, v)
+					}
+				}
+				for _, flag := range []string{"--roles-anywhere-trust-anchor-arn=arn:aws:rolesanywhere:", "--roles-anywhere-profile-arn=arn:aws:rolesanywhere:", "--roles-anywhere-role-arn=" + role} {
+					if !strings.Contains(args, flag) {
+						t.Errorf("args %v lack %s", ctr.Args, flag)
+					}
+				}
+			}
+		})
+	}
+	// The chart names what is missing.
+	helm := os.Getenv("HELM_BIN")
+	out, err := exec.Command(helm, "template", "rolekeeper", filepath.Join(testenv.Root(), "charts", "rolekeeper"), "--set", "aws.identity=web-identity").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "aws.webIdentity.roleArn is required with aws.identity=web-identity") {
+		t.Errorf("the chart without a web identity role: %v\n%s", err, out)
+	}
+}
+
+// managerDeployment finds the operator's Deployment in rendered manifests.
+func managerDeployment(t *testing.T, rendered string) *appsv1.Deployment {
+	t.Helper()
+	for _, doc := range strings.Split(rendered, "\n---") {
+		if !strings.Contains(doc, "kind: Deployment") {
+			continue
+		}
+		d := &appsv1.Deployment{}
+		if err := yaml.Unmarshal([]byte(doc), d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Kind == "Deployment" && len(d.Spec.Template.Spec.Containers) > 0 {
+			return d
+		}
+	}
+	t.Fatal("no Deployment in the rendered manifests")
+	return nil
 }
