@@ -72,15 +72,12 @@ func (i *identityFlags) validate() error {
 	if roleArn == "" {
 		errs = append(errs, errors.New("AWS_ROLE_ARN (the operator's role) is not set"))
 	}
-	switch {
-	case tokenFile == "":
+	if tokenFile == "" {
 		errs = append(errs, errors.New("AWS_WEB_IDENTITY_TOKEN_FILE (the projected ServiceAccount token) is not set"))
-	default:
-		if b, err := os.ReadFile(tokenFile); err != nil {
-			errs = append(errs, fmt.Errorf("the web identity token file (AWS_WEB_IDENTITY_TOKEN_FILE) cannot be read: %w; is the projected ServiceAccount token volume mounted?", err))
-		} else if len(strings.TrimSpace(string(b))) == 0 {
-			errs = append(errs, fmt.Errorf("the web identity token file %s (AWS_WEB_IDENTITY_TOKEN_FILE) is empty", tokenFile))
-		}
+	} else if b, err := os.ReadFile(tokenFile); err != nil {
+		errs = append(errs, fmt.Errorf("the web identity token file (AWS_WEB_IDENTITY_TOKEN_FILE) cannot be read: %w; is the projected ServiceAccount token volume mounted?", err))
+	} else if len(strings.TrimSpace(string(b))) == 0 {
+		errs = append(errs, fmt.Errorf("the web identity token file %s (AWS_WEB_IDENTITY_TOKEN_FILE) is empty", tokenFile))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("the web identity cannot be used: %w", errors.Join(errs...))
