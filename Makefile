@@ -122,7 +122,7 @@ IMAGE_DIR  ?= $(BIN)/image
 .PHONY: image
 image: ## Build the image without Docker: $(IMAGE_DIR)/rolekeeper.tar (docker-save) and $(IMAGE_DIR)/oci (OCI layout), tagged $(IMAGE_REPO):$(VERSION); same commit, same digest.
 	@mkdir -p $(IMAGE_DIR)
-	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags=-s -o $(IMAGE_DIR)/rolekeeper .
+	CGO_ENABLED=1 GOOS=linux $(GO) build -trimpath -tags netgo,osusergo -ldflags='-s -linkmode external -extldflags "-static"' -o $(IMAGE_DIR)/rolekeeper .
 	$(GO) run ./hack/image -binary $(IMAGE_DIR)/rolekeeper -tag $(IMAGE_REPO):$(VERSION) -o $(IMAGE_DIR)/rolekeeper.tar -oci-layout $(IMAGE_DIR)/oci \
 		-version $(VERSION) -revision $$(git rev-parse HEAD) -created $${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct)} | tee $(IMAGE_DIR)/rolekeeper.digest
 

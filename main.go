@@ -55,6 +55,8 @@ type flags struct {
 	pprofBindAddress       string
 	// webhook is the credentials injection webhook (webhooks.Options.BindFlags).
 	webhook webhooks.Options
+	// identity is the operator's own AWS identity (identity.go).
+	identity identityFlags
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
@@ -83,6 +85,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (*flags, error) {
 	fs.StringVar(&f.healthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
 	fs.StringVar(&f.pprofBindAddress, "pprof-bind-address", "0", "Address of the Go profiling endpoints (/debug/pprof/); 0 (the default) disables them. It is unauthenticated: bind it to localhost, for example 127.0.0.1:8082.")
 	f.webhook.BindFlags(fs)
+	f.identity.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -113,6 +116,9 @@ func (f *flags) validate() error {
 	}
 	if f.metricsCertDir != "" && !f.metricsSecure {
 		errs = append(errs, fmt.Errorf("--metrics-cert-dir needs --metrics-secure"))
+	}
+	if err := f.identity.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(append(errs, f.webhook.Validate())...)
 }
@@ -226,7 +232,7 @@ func run(f *flags) error {
 	if err := metrics.Register(ctrlmetrics.Registry); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	stsClient, err := sts.LoadDefault(ctx, sts.Options{
+	stsClient, err := f.identity.load(ctx, sts.Options{
 		Region:       f.region,
 		Endpoint:     f.stsEndpoint,
 		ECREndpoint:  f.ecrEndpoint,
@@ -236,7 +242,8 @@ func run(f *flags) error {
 		Burst:        f.stsBurst,
 		Observe:      metrics.ObserveSTS,
 		OnIdentity: func(id sts.Identity) {
-			log.Info("operator AWS identity", "arn", id.Arn, "kind", id.Kind(), "roleChaining", id.RoleSession())
+			log.Info("operator AWS identity", "arn", id.Arn, "kind", id.Kind(), "source", id.Source, "roleChaining", id.RoleSession())
+			metrics.ObserveIdentity(id.Kind(), id.Source, id.Arn)
 		},
 	})
 	if err != nil {

@@ -30,6 +30,7 @@ var (
 type Metrics struct {
 	stsRequests *prometheus.CounterVec
 	stsDuration *prometheus.HistogramVec
+	identity    *prometheus.GaugeVec
 	state       *stateCollector
 }
 
@@ -45,13 +46,17 @@ func NewMetrics(reader client.Reader) *Metrics {
 			Help:    "Duration of calls to AWS STS, rate-limit wait and SDK retries included.",
 			Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 		}, []string{"operation"}),
+		identity: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "rolekeeper_operator_identity_info",
+			Help: "The operator's own AWS identity, value 1: its kind (role-session, iam-user, ...), where its credentials come from (source: web-identity, roles-anywhere, static-keys, ...) and its ARN. Never a credential.",
+		}, []string{"kind", "source", "arn"}),
 		state: &stateCollector{reader: reader},
 	}
 }
 
 // Register registers the metrics with reg (controller-runtime's metrics.Registry in the manager).
 func (m *Metrics) Register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.stsRequests, m.stsDuration, m.state} {
+	for _, c := range []prometheus.Collector{m.stsRequests, m.stsDuration, m.identity, m.state} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -63,6 +68,13 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 func (m *Metrics) ObserveSTS(operation, code string, took time.Duration) {
 	m.stsRequests.WithLabelValues(operation, code).Inc()
 	m.stsDuration.WithLabelValues(operation).Observe(took.Seconds())
+}
+
+// ObserveIdentity records the operator's own identity, replacing the one before; it is called
+// from the pkg/sts Options.OnIdentity hook.
+func (m *Metrics) ObserveIdentity(kind, source, arn string) {
+	m.identity.Reset()
+	m.identity.WithLabelValues(kind, source, arn).Set(1)
 }
 
 // stateCollector reads AssumedRoles at scrape time.

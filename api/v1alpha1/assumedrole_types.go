@@ -91,6 +91,8 @@ type AssumedRoleSpec struct {
 //
 // +kubebuilder:validation:XValidation:rule="(has(self.policy) ? size(self.policy) : 0) + (has(self.policyArns) ? self.policyArns.map(a, size(a)).sum() : 0) <= 2048",message="policy and policyArns together must be at most 2048 characters: shorten the inline policy or use fewer managed policies"
 // +kubebuilder:validation:XValidation:rule="!has(self.transitiveTagKeys) || self.transitiveTagKeys.all(k, k.lowerAscii() in ['kubernetes-namespace', 'kubernetes-name', 'kubernetes-cluster'] || (has(self.tags) && self.tags.exists(t, t.key.lowerAscii() == k.lowerAscii())))",message="every transitiveTagKeys entry must name a key in tags (or one of the operator's kubernetes-namespace, kubernetes-name, kubernetes-cluster tags)"
+// +kubebuilder:validation:XValidation:rule="!has(self.serialNumber) && !has(self.tokenCode)",message="serialNumber and tokenCode (MFA) are deliberately not offered: an MFA code cannot be produced unattended without storing the MFA secret next to the credentials it protects; remove them, and pin the role to the operator's identity and session tags in its trust policy instead",fieldPath=".serialNumber",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.providedContexts)",message="providedContexts is deliberately not offered: a context assertion comes from a person's IAM Identity Center session (trusted identity propagation), not from a controller; remove it",fieldPath=".providedContexts",reason=FieldValueForbidden
 type AssumeRoleSpec struct {
 	// roleArn is the ARN of the IAM role to assume, for example
 	// arn:aws:iam::111122223333:role/reader, with the role's path if it has one
@@ -176,6 +178,41 @@ type AssumeRoleSpec struct {
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=128
 	TransitiveTagKeys []string `json:"transitiveTagKeys,omitempty"`
+
+	// serialNumber is refused: sts:AssumeRole's MFA device serial number is deliberately not
+	// offered. The MFA code that must go with it (tokenCode) cannot be produced unattended
+	// without storing the MFA secret next to the credentials it protects. The field exists only
+	// so that the API server refuses it with that reason instead of dropping it silently.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	SerialNumber string `json:"serialNumber,omitempty"`
+
+	// tokenCode is refused, for the reason given at serialNumber.
+	// +optional
+	// +kubebuilder:validation:MaxLength=6
+	TokenCode string `json:"tokenCode,omitempty"`
+
+	// providedContexts is refused: sts:AssumeRole's context assertions are deliberately not
+	// offered. A context assertion comes from a person's IAM Identity Center session (trusted
+	// identity propagation), not from a controller. The field exists only so that the API server
+	// refuses it with that reason instead of dropping it silently.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=5
+	ProvidedContexts []ProvidedContext `json:"providedContexts,omitempty"`
+}
+
+// ProvidedContext is the shape of an sts:AssumeRole context assertion; AssumeRoleSpec refuses
+// every one (see providedContexts).
+type ProvidedContext struct {
+	// providerArn is the context provider's ARN. At most 2048 characters.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	ProviderArn string `json:"providerArn,omitempty"`
+	// contextAssertion is the signed assertion. At most 2048 characters.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	ContextAssertion string `json:"contextAssertion,omitempty"`
 }
 
 // SessionTag is one STS session tag.

@@ -119,6 +119,14 @@ var invalidCases = []admissionCase{
 	roleCase("neither assumeRole nor assumeRoot", `{"spec":{"assumeRole":null}}`, "set exactly one of spec.assumeRole"),
 	roleCase("both assumeRole and assumeRoot", `{"spec":{"assumeRoot":{"targetPrincipal":"444455556666","taskPolicy":"S3UnlockBucketPolicy"}}}`, "set exactly one of spec.assumeRole"),
 
+	// AssumeRole parameters deliberately not offered: refused with the reason, not pruned.
+	roleCase("MFA serial number", `{"spec":{"assumeRole":{"serialNumber":"arn:aws:iam::111122223333:mfa/ops"}}}`, "spec.assumeRole.serialNumber: Forbidden: serialNumber and tokenCode (MFA) are deliberately not offered: an MFA code cannot be produced unattended"),
+	roleCase("MFA token code", `{"spec":{"assumeRole":{"tokenCode":"123456"}}}`, "without storing the MFA secret next to the credentials it protects"),
+	roleCase("MFA serial number and token code", `{"spec":{"assumeRole":{"serialNumber":"GAHT12345678","tokenCode":"123456"}}}`, "serialNumber and tokenCode (MFA) are deliberately not offered"),
+	roleCase("provided contexts", `{"spec":{"assumeRole":{"providedContexts":[{"providerArn":"arn:aws:iam::aws:contextProvider/IdentityCenter","contextAssertion":"abc"}]}}}`, "spec.assumeRole.providedContexts: Forbidden: providedContexts is deliberately not offered: a context assertion comes from a person's IAM Identity Center session"),
+	roleCase("empty provided contexts", `{"spec":{"assumeRole":{"providedContexts":[]}}}`, "providedContexts is deliberately not offered"),
+	clusterCase("cluster role with an MFA token code", `{"spec":{"template":{"spec":{"assumeRole":{"tokenCode":"123456"}}}}}`, "serialNumber and tokenCode (MFA) are deliberately not offered"),
+
 	// roleArn.
 	roleCase("roleArn missing", `{"spec":{"assumeRole":{"roleArn":null,"sessionName":"ok-name"}}}`, "spec.assumeRole.roleArn: Required value"),
 	roleCase("roleArn names a user", `{"spec":{"assumeRole":{"roleArn":"arn:aws:iam::111122223333:user/bob"}}}`, "roleArn must be an IAM role ARN"),

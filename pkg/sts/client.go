@@ -15,6 +15,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
+	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	awssts "github.com/aws/aws-sdk-go-v2/service/sts"
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go/middleware"
@@ -76,9 +79,32 @@ type Client struct {
 	idSeen atomic.Pointer[string] // the access key id the credentials last had
 }
 
-// Identity is what GetCallerIdentity returns.
+// Identity is what GetCallerIdentity returns, with where the credentials came from.
 type Identity struct {
 	Account, Arn, UserID string
+	// Source is where the client's own credentials come from: "static-keys", "web-identity",
+	// "roles-anywhere", "container" (EKS Pod Identity, ECS), "instance-profile", "shared-config",
+	// or the SDK's provider name. Empty for credentials given per call.
+	Source string
+}
+
+// credentialSource names the SDK credentials provider that produced credentials.
+func credentialSource(source string) string {
+	switch {
+	case source == credentials.StaticCredentialsName || source == "EnvConfigCredentials":
+		return "static-keys"
+	case source == stscreds.WebIdentityProviderName:
+		return "web-identity"
+	case source == RolesAnywhereProviderName:
+		return "roles-anywhere"
+	case source == endpointcreds.ProviderName:
+		return "container"
+	case source == ec2rolecreds.ProviderName:
+		return "instance-profile"
+	case strings.HasPrefix(source, "SharedConfigCredentials"):
+		return "shared-config"
+	}
+	return source
 }
 
 // RoleSession reports whether the identity is an assumed-role session: IRSA, EKS Pod Identity,
@@ -111,10 +137,18 @@ const OwnExpiryWindow = time.Minute
 // credentials are cached by the SDK and refreshed OwnExpiryWindow before they expire. extra are
 // further load options (tests).
 func LoadDefault(ctx context.Context, opts Options, extra ...func(*config.LoadOptions) error) (*Client, error) {
-	load := append([]func(*config.LoadOptions) error{
+	load := []func(*config.LoadOptions) error{
 		config.WithRegion(opts.Region),
 		config.WithCredentialsCacheOptions(func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = OwnExpiryWindow }),
-	}, extra...)
+	}
+	if opts.Endpoint != "" {
+		// The operator's own AssumeRoleWithWebIdentity goes to the same STS endpoint as every
+		// other call (it is unsigned: the token is the proof).
+		load = append(load, config.WithWebIdentityRoleCredentialOptions(func(o *stscreds.WebIdentityRoleOptions) {
+			o.Client = awssts.New(awssts.Options{Region: opts.Region, BaseEndpoint: aws.String(opts.Endpoint), HTTPClient: opts.HTTPClient})
+		}))
+	}
+	load = append(load, extra...)
 	cfg, err := config.LoadDefaultConfig(ctx, load...)
 	if err != nil {
 		return nil, fmt.Errorf("loading the AWS configuration: %w", err)
@@ -246,6 +280,7 @@ func (c *Client) OwnIdentity(ctx context.Context) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
+	id.Source = credentialSource(creds.Source)
 	c.id, c.idKey = id, creds.AccessKeyID
 	if c.opts.OnIdentity != nil {
 		c.opts.OnIdentity(id)

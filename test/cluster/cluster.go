@@ -133,6 +133,8 @@ func StartWith(assets, dir string, o Options) (*ControlPlane, error) {
 		"--audit-log-maxsize", "0",
 		"--service-cluster-ip-range", ServiceCIDR,
 		"--service-account-issuer", c.URL,
+		// The discovery document's jwks_uri names this host, reachable on loopback.
+		"--external-hostname", "127.0.0.1",
 		"--service-account-key-file", filepath.Join(dir, "sa.key"),
 		"--service-account-signing-key-file", filepath.Join(dir, "sa.key"),
 	}

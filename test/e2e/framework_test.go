@@ -153,11 +153,17 @@ func operator(t *testing.T, identity ststest.Principal, endpoint string, args ..
 // operatorAs runs the rolekeeper binary with the given kubeconfig and AWS identity.
 func operatorAs(t *testing.T, kc string, identity ststest.Principal, endpoint string, args ...string) *cluster.Process {
 	t.Helper()
-	env := []string{
+	return operatorWithEnv(t, kc, []string{"AWS_ACCESS_KEY_ID=" + identity.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + identity.SecretAccessKey}, endpoint, args...)
+}
+
+// operatorWithEnv runs the rolekeeper binary with the given kubeconfig and AWS environment (the
+// variables that choose its identity); shared config files and instance metadata are off.
+func operatorWithEnv(t *testing.T, kc string, awsEnv []string, endpoint string, args ...string) *cluster.Process {
+	t.Helper()
+	env := append([]string{
 		"KUBECONFIG=" + kc,
-		"AWS_ACCESS_KEY_ID=" + identity.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + identity.SecretAccessKey,
 		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true",
-	}
+	}, awsEnv...)
 	all := append([]string{"--region=us-east-1", "--sts-endpoint=" + endpoint, "--ecr-endpoint=" + endpoint, "--metrics-bind-address=0", "--health-probe-bind-address=0",
 		"--leader-election-namespace=rolekeeper-system"}, args...)
 	p, err := startProcess("rolekeeper", bins["rolekeeper"], env, all...)

@@ -48,13 +48,14 @@ func Binary() (string, error) {
 	return found[len(found)-1], nil
 }
 
-// Start runs MinIO on 127.0.0.1 with a fresh data directory until the test ends. Its log is
-// printed when the test fails.
-func Start(t testing.TB) *Server { return StartOn(t, "127.0.0.1") }
+// Start runs MinIO on 127.0.0.1 with a fresh data directory until the test ends, with env added
+// to its environment (for example MINIO_IDENTITY_OPENID_* settings). Its log is printed when the
+// test fails.
+func Start(t testing.TB, env ...string) *Server { return StartOn(t, "127.0.0.1", env...) }
 
 // StartOn is Start listening on host (an address of a network namespace the test made, where
 // pods reach it).
-func StartOn(t testing.TB, host string) *Server {
+func StartOn(t testing.TB, host string, env ...string) *Server {
 	t.Helper()
 	bin, err := Binary()
 	if err != nil {
@@ -70,6 +71,7 @@ func StartOn(t testing.TB, host string) *Server {
 	s.URL = fmt.Sprintf("http://%s:%d", host, port)
 	cmd := exec.CommandContext(context.Background(), bin, "server", filepath.Join(dir, "data"), "--quiet", "--address", fmt.Sprintf("%s:%d", host, port), "--console-address", fmt.Sprintf("%s:%d", host, console))
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+s.RootUser, "MINIO_ROOT_PASSWORD="+s.RootPassword, "MINIO_BROWSER=off", "MINIO_UPDATE=off")
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

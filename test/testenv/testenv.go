@@ -49,6 +49,18 @@ func New() (*envtest.Environment, error) {
 	}, nil
 }
 
+// NewIssuer is New with the API server's service-account issuer fit to be read by a test as IAM
+// reads a cluster's: the discovery document points at a JWKS on loopback (otherwise at the
+// machine's first address) and the test fetches both as described in docs/operations.md.
+func NewIssuer() (*envtest.Environment, error) {
+	env, err := New()
+	if err != nil {
+		return nil, err
+	}
+	env.ControlPlane.GetAPIServer().Configure().Set("external-hostname", "127.0.0.1")
+	return env, nil
+}
+
 // GVR helpers for tests that use the dynamic client.
 var (
 	AssumedRoles        = schema.GroupVersionResource{Group: "rolekeeper.io", Version: "v1alpha1", Resource: "assumedroles"}

@@ -284,18 +284,8 @@ func (s *Server) assumeRole(caller *session, _ url.Values, call *Call) (any, *ap
 			}
 		}
 	}
-	roleName := path.Base(strings.SplitN(call.RoleArn, ":role/", 2)[1])
-	account := accountOf(call.RoleArn)
-	roleID := "AROA" + stableID(call.RoleArn, 17)
-	sess := &session{
-		arn:             fmt.Sprintf("arn:%s:sts::%s:assumed-role/%s/%s", partitionOf(call.RoleArn), account, roleName, call.SessionName),
-		userID:          roleID + ":" + call.SessionName,
-		account:         account,
-		sourceIdentity:  sourceIdentity,
-		transitive:      transitive,
-		packedInherited: caller.packedInherited,
-		roleArn:         call.RoleArn,
-	}
+	sess := roleSession(call.RoleArn, call.SessionName)
+	sess.sourceIdentity, sess.transitive, sess.packedInherited = sourceIdentity, transitive, caller.packedInherited
 	s.issue(sess, call.DurationSeconds)
 	call.IssuedAccessKey = sess.accessKeyID
 	return assumeRoleResult{

@@ -2,6 +2,7 @@ package ststest
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -17,6 +18,10 @@ import (
 //	POST /_ststest/role?arn=...   (body: RoleRule JSON)              set a role's trust rule
 //	POST /_ststest/reset                                             forget calls and faults
 //	POST /_ststest/ecr-deny?arn=...&on=true|false                    refuse ECR tokens to a role's sessions
+//	POST /_ststest/oidc-provider   (body: OIDCProvider JSON)         register an OpenID Connect provider
+//	POST /_ststest/trust-anchor    (body: TrustAnchor JSON)          set a Roles Anywhere trust anchor
+//	POST /_ststest/profile         (body: RolesAnywhereProfile JSON) set a Roles Anywhere profile
+//	POST /_ststest/revoke?serial=<hex>&on=true|false                 revoke a certificate by configuration
 //	GET  /_ststest/calls                                             calls as JSON
 func (s *Server) ControlHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -55,6 +60,41 @@ func (s *Server) ControlHandler() http.Handler {
 		}
 		s.SetRole(r.URL.Query().Get("arn"), rule)
 	})
+	mux.HandleFunc("POST /_ststest/oidc-provider", func(w http.ResponseWriter, r *http.Request) {
+		var p OIDCProvider
+		if err := decodeControl(r, &p); err != nil {
+			http.Error(w, "an OIDCProvider JSON body is required: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := s.AddOIDCProvider(p); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		}
+	})
+	mux.HandleFunc("POST /_ststest/trust-anchor", func(w http.ResponseWriter, r *http.Request) {
+		var a TrustAnchor
+		if err := decodeControl(r, &a); err != nil {
+			http.Error(w, "a TrustAnchor JSON body is required: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := s.AddTrustAnchor(a); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		}
+	})
+	mux.HandleFunc("POST /_ststest/profile", func(w http.ResponseWriter, r *http.Request) {
+		var p RolesAnywhereProfile
+		if err := decodeControl(r, &p); err != nil {
+			http.Error(w, "a RolesAnywhereProfile JSON body is required: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.AddRolesAnywhereProfile(p)
+	})
+	mux.HandleFunc("POST /_ststest/revoke", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("serial") == "" {
+			http.Error(w, "serial is required", http.StatusBadRequest)
+			return
+		}
+		s.RevokeCertificate(r.URL.Query().Get("serial"), r.URL.Query().Get("on") != "false")
+	})
 	mux.HandleFunc("POST /_ststest/ecr-deny", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("arn") == "" {
 			http.Error(w, "arn is required", http.StatusBadRequest)
@@ -73,4 +113,9 @@ func (s *Server) ControlHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(s.Calls())
 	})
 	return mux
+}
+
+// decodeControl reads a control request's JSON body, bounded.
+func decodeControl(r *http.Request, v any) error {
+	return json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(v)
 }

@@ -70,6 +70,13 @@ type RoleRule struct {
 	RequireTags map[string]string
 	// MaxSessionDuration is the role's maximum session duration; default 43200.
 	MaxSessionDuration int32
+	// WebIdentity, when set, admits AssumeRoleWithWebIdentity only with a token of that provider,
+	// audience and subject; unset, a token any registered provider signed is enough.
+	WebIdentity *WebIdentityTrust `json:",omitempty"`
+	// RolesAnywhereSubjects, when set, are path.Match patterns of the certificate subject's
+	// common name that IAM Roles Anywhere sessions of the role may have
+	// (aws:PrincipalTag/x509Subject/CN); unset admits every certificate the trust anchor trusts.
+	RolesAnywhereSubjects []string `json:",omitempty"`
 }
 
 // Options configure a Server.
@@ -119,6 +126,13 @@ type Call struct {
 	TaskPolicyArn     string
 	// RegistryIDs of an ECR GetAuthorizationToken call.
 	RegistryIDs []string
+	// Subject and TokenID are the sub and jti claims of an AssumeRoleWithWebIdentity token (the
+	// token itself is not recorded).
+	Subject string `json:",omitempty"`
+	TokenID string `json:",omitempty"`
+	// CertificateSerial is the hex serial number of the certificate that signed a Roles Anywhere
+	// CreateSession call.
+	CertificateSerial string `json:",omitempty"`
 	// Code is the error code answered, "" on success.
 	Code string
 	// IssuedAccessKey is the access key id of the credentials issued, "" on failure.
@@ -157,6 +171,8 @@ type Server struct {
 	faults     []fault
 	ecrTokens  map[string]*ecrToken
 	ecrDeny    map[string]bool
+	oidc       map[string]*oidcVerifier
+	anywhere   rolesAnywhere
 	latency    time.Duration
 	down       bool
 
@@ -180,7 +196,7 @@ func New(opts Options) *Server {
 		opts.GlobalHosts = []string{"sts.amazonaws.com"}
 	}
 	s := &Server{opts: opts, principals: map[string]Principal{}, sessions: map[string]*session{}, rules: map[string]RoleRule{},
-		ecrTokens: map[string]*ecrToken{}, ecrDeny: map[string]bool{}}
+		ecrTokens: map[string]*ecrToken{}, ecrDeny: map[string]bool{}, oidc: map[string]*oidcVerifier{}, anywhere: newRolesAnywhere()}
 	for _, p := range opts.Principals {
 		s.principals[p.AccessKeyID] = p
 	}
@@ -355,6 +371,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveECR(w, r)
 		return
 	}
+	if r.URL.Path == "/sessions" {
+		s.serveCreateSession(w, r)
+		return
+	}
 	call, result, aerr := s.handle(r)
 	s.record(call, aerr)
 	if aerr != nil {
@@ -378,6 +398,17 @@ func (s *Server) handle(r *http.Request) (Call, any, *apiError) {
 		return call, nil, &apiError{http.StatusBadRequest, "MalformedQueryString", "the request body is not form-encoded"}
 	}
 	call.Action = form.Get("Action")
+	if call.Action == "AssumeRoleWithWebIdentity" {
+		// Unsigned: the token is the proof of identity.
+		if v := form.Get("Version"); v != "2011-06-15" {
+			return call, nil, &apiError{http.StatusBadRequest, "InvalidAction", fmt.Sprintf("Could not find operation %s for version %s", call.Action, v)}
+		}
+		if injected := s.nextFault(call.Action); injected != nil {
+			return call, nil, &apiError{injected.status, injected.code, injected.message}
+		}
+		res, aerr := s.assumeRoleWithWebIdentity(r.Context(), form, &call)
+		return call, res, aerr
+	}
 
 	caller, region, aerr := s.authenticate(r, body)
 	if aerr != nil {

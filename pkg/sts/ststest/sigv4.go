@@ -13,8 +13,12 @@ import (
 	"time"
 )
 
-// sigV4 is a parsed Authorization header of an AWS Signature Version 4 request.
+// sigV4 is a parsed Authorization header of an AWS Signature Version 4 request: HMAC-signed
+// (AWS4-HMAC-SHA256, AccessKeyID names the key) or signed with an X.509 certificate's key, as
+// IAM Roles Anywhere's CreateSession is (AWS4-X509-RSA-SHA256 or AWS4-X509-ECDSA-SHA256,
+// AccessKeyID holds the certificate's serial number in decimal).
 type sigV4 struct {
+	Algorithm     string
 	AccessKeyID   string
 	Date          string // yyyymmdd of the credential scope
 	Region        string
@@ -26,12 +30,27 @@ type sigV4 struct {
 var errUnsigned = errors.New("request is not signed with AWS Signature Version 4")
 
 func parseAuthorization(h string) (*sigV4, error) {
-	const algo = "AWS4-HMAC-SHA256 "
-	if !strings.HasPrefix(h, algo) {
+	return parseSignedAuthorization(h, algoHMAC)
+}
+
+const (
+	algoHMAC      = "AWS4-HMAC-SHA256"
+	algoX509RSA   = "AWS4-X509-RSA-SHA256"
+	algoX509ECDSA = "AWS4-X509-ECDSA-SHA256"
+)
+
+// parseSignedAuthorization parses an Authorization header signed with one of algorithms.
+func parseSignedAuthorization(h string, algorithms ...string) (*sigV4, error) {
+	algo, rest, _ := strings.Cut(h, " ")
+	known := false
+	for _, a := range algorithms {
+		known = known || a == algo
+	}
+	if !known {
 		return nil, errUnsigned
 	}
-	s := &sigV4{}
-	for _, part := range strings.Split(strings.TrimPrefix(h, algo), ",") {
+	s := &sigV4{Algorithm: algo}
+	for _, part := range strings.Split(rest, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
 		if !ok {
 			return nil, fmt.Errorf("malformed Authorization component %q", part)
@@ -59,23 +78,41 @@ func parseAuthorization(h string) (*sigV4, error) {
 // one the client sent. It follows the published Signature Version 4 algorithm: canonical request,
 // string to sign, derived signing key.
 func (s *sigV4) verify(r *http.Request, body []byte, secret string, now time.Time, maxSkew time.Duration) error {
+	stringToSign, err := s.stringToSign(r, body, now, maxSkew)
+	if err != nil {
+		return err
+	}
+	key := hmacSHA256([]byte("AWS4"+secret), s.Date)
+	key = hmacSHA256(key, s.Region)
+	key = hmacSHA256(key, s.Service)
+	key = hmacSHA256(key, "aws4_request")
+	want := hex.EncodeToString(hmacSHA256(key, stringToSign))
+	if !hmac.Equal([]byte(want), []byte(s.Signature)) {
+		return errBadSignature
+	}
+	return nil
+}
+
+// stringToSign checks the request's date and signed headers and returns the string the client
+// signed, by the published algorithm: canonical request, then its hash under the scope.
+func (s *sigV4) stringToSign(r *http.Request, body []byte, now time.Time, maxSkew time.Duration) (string, error) {
 	amzDate := r.Header.Get("X-Amz-Date")
 	t, err := time.Parse("20060102T150405Z", amzDate)
 	if err != nil {
-		return fmt.Errorf("missing or malformed X-Amz-Date")
+		return "", fmt.Errorf("missing or malformed X-Amz-Date")
 	}
 	if d := now.Sub(t); d > maxSkew || d < -maxSkew {
-		return errSkew
+		return "", errSkew
 	}
 	if !strings.HasPrefix(amzDate, s.Date) {
-		return errors.New("credential scope date does not match X-Amz-Date")
+		return "", errors.New("credential scope date does not match X-Amz-Date")
 	}
 	signsHost := false
 	for _, h := range s.SignedHeaders {
 		signsHost = signsHost || h == "host"
 	}
 	if !signsHost {
-		return errors.New("the host header must be signed")
+		return "", errors.New("the host header must be signed")
 	}
 	payloadHash := r.Header.Get("X-Amz-Content-Sha256")
 	if payloadHash == "" || payloadHash == "UNSIGNED-PAYLOAD" {
@@ -93,17 +130,7 @@ func (s *sigV4) verify(r *http.Request, body []byte, secret string, now time.Tim
 
 	scope := strings.Join([]string{s.Date, s.Region, s.Service, "aws4_request"}, "/")
 	crHash := sha256.Sum256([]byte(canon.String()))
-	stringToSign := "AWS4-HMAC-SHA256\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(crHash[:])
-
-	key := hmacSHA256([]byte("AWS4"+secret), s.Date)
-	key = hmacSHA256(key, s.Region)
-	key = hmacSHA256(key, s.Service)
-	key = hmacSHA256(key, "aws4_request")
-	want := hex.EncodeToString(hmacSHA256(key, stringToSign))
-	if !hmac.Equal([]byte(want), []byte(s.Signature)) {
-		return errBadSignature
-	}
-	return nil
+	return s.Algorithm + "\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(crHash[:]), nil
 }
 
 var (
