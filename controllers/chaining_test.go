@@ -28,7 +28,7 @@ func TestChainWaitsForTheSourceToRotate(t *testing.T) {
 	h := newHarness(t, ststest.Options{TimeScale: 30}) // 900 s lasts 30 s
 	h.start()
 	h.create(h.ns, "base", roleSpec("arn:aws:iam::111122223333:role/base", 900))
-	base := h.waitCondition("base", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
+	h.waitCondition("base", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
 	h.sts.ThrottleNext(1000) // base's renewal fails from now on
 	exp := credsOf(h.secret("base")).Expiration
 	// The last quarter-minute margin of a 30 s session is 7.5 s.
@@ -50,7 +50,7 @@ func TestChainWaitsForTheSourceToRotate(t *testing.T) {
 	}
 
 	h.sts.ClearFaults()
-	base = h.waitCondition("base", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonRenewed, 60*time.Second)
+	base := h.waitCondition("base", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonRenewed, 60*time.Second)
 	ar = h.waitCondition("dependent", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
 	if after := ar.Status.LastIssuedTime.Sub(base.Status.LastIssuedTime.Time); after < 0 || after > 5*time.Second {
 		t.Errorf("the dependent issued %v after the source rotated, want right after", after)

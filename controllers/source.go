@@ -173,8 +173,9 @@ func (r *AssumedRoleReconciler) sourceCredentials(ctx context.Context, src *rkv1
 	}
 	stamp, _ := secretdata.ParseStamp(secret.Annotations)
 	if failing {
+		// A source whose request cannot be built has no current credentials; its own status says why.
 		if req, err := buildRequest(src, r.Options); err != nil || stamp.RequestHash != req.hash {
-			return nil, "is failing, and its Secret holds credentials for an earlier spec", nil
+			return nil, "is failing, and its Secret holds credentials for an earlier spec", nil //nolint:nilerr // reported as a wait, not an error
 		}
 	}
 	if last := renewal.LastUsable(stamp.IssuedAt, in.Expiration); !r.Clock.Now().Before(last) {

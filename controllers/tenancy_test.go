@@ -381,11 +381,10 @@ func TestPolicyGovernsSessionNamesAndSourceIdentities(t *testing.T) {
 		h.create(h.ns, c.name, c.spec)
 	}
 	for _, c := range cases {
-		var ar *rkv1.AssumedRole
 		if c.allowed {
-			ar = h.waitCondition(c.name, rkv1.ConditionReady, metav1.ConditionTrue, "", 30*time.Second)
+			h.waitCondition(c.name, rkv1.ConditionReady, metav1.ConditionTrue, "", 30*time.Second)
 		} else {
-			ar = h.waitCondition(c.name, rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonNotPermitted, 30*time.Second)
+			ar := h.waitCondition(c.name, rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonNotPermitted, 30*time.Second)
 			if msg := condition(ar, rkv1.ConditionStalled).Message; !strings.Contains(msg, c.message) {
 				t.Errorf("%s: %q lacks %q", c.name, msg, c.message)
 			}

@@ -14,8 +14,8 @@ func TestTrimOnlyWhenQuietAndHoldingMuch(t *testing.T) {
 		trims bool
 	}{
 		"a burst is over and left most of the heap garbage": {Heap{Held: 200 * mib, Live: 60 * mib, Allocated: 1000*mib + 2*mib}, true},
-		"the burst goes on":                                 {Heap{Held: 200 * mib, Live: 60 * mib, Allocated: 1000*mib + 90*mib}, false},
-		"quiet, and the heap is about its live size":        {Heap{Held: 70 * mib, Live: 60 * mib, Allocated: 1000*mib + mib}, false},
+		"the burst goes on":                          {Heap{Held: 200 * mib, Live: 60 * mib, Allocated: 1000*mib + 90*mib}, false},
+		"quiet, and the heap is about its live size": {Heap{Held: 70 * mib, Live: 60 * mib, Allocated: 1000*mib + mib}, false},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -28,12 +28,12 @@ func standIn() secretdata.TemplateValues {
 
 // render renders tmpls with the stand-in credentials and returns the error and the bytes
 // allocated while rendering.
-func render(tmpls map[string]string) (error, uint64) {
+func render(tmpls map[string]string) (uint64, error) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	_, err := secretdata.RenderTemplates(tmpls, standIn())
 	runtime.ReadMemStats(&after)
-	return err, after.TotalAlloc - before.TotalAlloc
+	return after.TotalAlloc - before.TotalAlloc, err
 }
 
 // nest wraps inner in depth calls of fn: fn (fn (... inner)).
@@ -89,7 +89,7 @@ func TestRenderTemplatesBoundsWork(t *testing.T) {
 					t.Fatalf("template %s is %d characters: admission refuses more than %d", k, len(v), maxTemplateLen)
 				}
 			}
-			err, alloc := render(tmpls)
+			alloc, err := render(tmpls)
 			if err == nil {
 				t.Fatal("rendered; want it refused")
 			}
@@ -157,7 +157,7 @@ func FuzzRenderTemplatesAllocation(f *testing.F) {
 		if len(tmpl) > maxTemplateLen {
 			t.Skip("longer than admission allows")
 		}
-		if _, alloc := render(map[string]string{"x": tmpl}); alloc > maxRenderAlloc {
+		if alloc, _ := render(map[string]string{"x": tmpl}); alloc > maxRenderAlloc {
 			t.Fatalf("allocated %d bytes rendering a %d-character template", alloc, len(tmpl))
 		}
 	})
