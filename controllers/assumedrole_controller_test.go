@@ -119,7 +119,6 @@ func TestRestartWithValidSecretsIsSilent(t *testing.T) {
 	for _, name := range names {
 		h.waitCondition(name, rkv1.ConditionReady, metav1.ConditionTrue, "", 30*time.Second)
 	}
-	time.Sleep(time.Second) // let the reconciles triggered by our own writes settle
 	h.stop()
 	calls := h.sts.CallCount("")
 	versions := map[string]string{}
@@ -151,8 +150,14 @@ func TestRestartWithValidSecretsIsSilent(t *testing.T) {
 	}
 	t.Logf("%d of %d Secrets record a renewal slot other than 0", slotted, len(names))
 
+	before := map[string]int{}
+	for _, name := range names {
+		before[name] = h.reconciled(name)
+	}
 	h.start()
-	time.Sleep(3 * time.Second)
+	for _, name := range names {
+		h.waitReconciled(name, before[name], 30*time.Second)
+	}
 	if n := h.sts.CallCount(""); n != calls {
 		t.Errorf("restart made %d STS calls", n-calls)
 	}
@@ -255,11 +260,18 @@ func TestIssueEventsAreBudgeted(t *testing.T) {
 		return ready == n
 	})
 	elapsed := time.Since(start)
-	h.eventually(10*time.Second, "the burst of Issued events", func() bool { return h.eventCount(rkv1.ReasonIssued) >= controllers.IssueEventBurst })
-	time.Sleep(time.Second) // events are sent asynchronously
 	allowed := controllers.IssueEventBurst + int(controllers.IssueEventsPerSecond*(elapsed.Seconds()+1))
-	if got := h.eventCount(rkv1.ReasonIssued); got > min(allowed, n) {
-		t.Errorf("%d Issued events for %d issuances in %v; the budget allows %d", got, n, elapsed, allowed)
+	if allowed >= n {
+		t.Skipf("the %d issuances took %v, long enough for the budget to allow %d events: this run cannot tell a budget from none", n, elapsed, allowed)
 	}
-	t.Logf("%d issuances in %v, %d Issued events", n, elapsed, h.eventCount(rkv1.ReasonIssued))
+	// The reconciler's own count is exact at once; the events reach the API server later.
+	sent := h.recorded(rkv1.ReasonIssued)
+	if sent > allowed {
+		t.Errorf("%d Issued events sent for %d issuances in %v; the budget allows %d", sent, n, elapsed, allowed)
+	}
+	if sent < controllers.IssueEventBurst {
+		t.Errorf("%d Issued events sent, fewer than the burst of %d", sent, controllers.IssueEventBurst)
+	}
+	h.eventually(10*time.Second, "the sent Issued events on the API server", func() bool { return h.eventCount(rkv1.ReasonIssued) >= sent })
+	t.Logf("%d issuances in %v, %d Issued events", n, elapsed, sent)
 }

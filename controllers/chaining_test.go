@@ -164,3 +164,60 @@ func TestExpiredTokenIsRetriedSoon(t *testing.T) {
 		t.Errorf("retried %v after the ExpiredToken, want within 30 s", retried)
 	}
 }
+
+// A two-hop chain issues and rotates, each hop signed by the previous one's session; a source
+// that is not ready yet makes its dependents wait and then issue by themselves; a cycle is refused.
+func TestRoleChaining(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, ststest.Options{TimeScale: 120}) // 3600 s lasts 30 s
+	h.start()
+	hop := func(name, source string) rkv1.AssumedRoleSpec {
+		spec := roleSpec("arn:aws:iam::111122223333:role/"+name, 3600)
+		if source != "" {
+			spec.Source = &rkv1.CredentialSource{AssumedRoleRef: rkv1.LocalAssumedRoleReference{Name: source}}
+		}
+		return spec
+	}
+	h.phase("the last hop applied first waits for its source", func(t *testing.T) {
+		h.create(h.ns, "hop2", hop("hop2", "hop1"))
+		h.waitCondition("hop2", rkv1.ConditionReady, metav1.ConditionFalse, rkv1.ReasonSourceNotReady, 30*time.Second)
+	})
+	h.phase("each hop is called with its source's session", func(t *testing.T) {
+		h.create(h.ns, "hop1", hop("hop1", "base"))
+		h.create(h.ns, "base", hop("base", ""))
+		for _, name := range []string{"base", "hop1", "hop2"} {
+			h.waitCondition(name, rkv1.ConditionReady, metav1.ConditionTrue, "", 30*time.Second)
+		}
+		callers := map[string]string{}
+		for _, c := range h.sts.Calls() {
+			callers[c.RoleArn[strings.LastIndex(c.RoleArn, "/")+1:]] = c.Caller
+		}
+		base, hop1 := h.get("base"), h.get("hop1")
+		if callers["base"] != operator.Arn || callers["hop1"] != base.Status.AssumedRoleUser.Arn || callers["hop2"] != hop1.Status.AssumedRoleUser.Arn {
+			t.Errorf("callers %v", callers)
+		}
+	})
+	h.phase("the chain keeps rotating", func(t *testing.T) {
+		first := credsOf(h.secret("hop2")).AccessKeyID
+		seen := map[string]bool{first: true}
+		h.eventually(90*time.Second, "hop2 rotated twice", func() bool {
+			if c := credsOf(h.secret("hop2")); c != nil {
+				seen[c.AccessKeyID] = true
+			}
+			return len(seen) >= 3
+		})
+	})
+	h.phase("a cycle is refused without a call", func(t *testing.T) {
+		h.create(h.ns, "loop-a", hop("loop-a", "loop-b"))
+		h.create(h.ns, "loop-b", hop("loop-b", "loop-a"))
+		ar := h.waitCondition("loop-a", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonInvalidSpec, 30*time.Second)
+		if msg := condition(ar, rkv1.ConditionStalled).Message; !strings.Contains(msg, "cycle: loop-a -> loop-b -> loop-a") {
+			t.Errorf("cycle message %q", msg)
+		}
+		for _, c := range h.sts.Calls() {
+			if strings.HasSuffix(c.RoleArn, "/loop-a") || strings.HasSuffix(c.RoleArn, "/loop-b") {
+				t.Errorf("a call was made for a cycle: %+v", c)
+			}
+		}
+	})
+}

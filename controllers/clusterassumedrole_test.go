@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,6 +16,7 @@ import (
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
+	th "github.com/rolekeeper/rolekeeper/test/harness"
 )
 
 // A ClusterAssumedRole selecting 3 of 5 namespaces, one of them denied by policy; namespaces
@@ -49,7 +49,7 @@ func TestClusterAssumedRoleFanOut(t *testing.T) {
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), car) })
 	name := car.Name
 
-	status := func(selected, ready int32, failing ...string) *rkv1.ClusterAssumedRole {
+	status := func(t *testing.T, selected, ready int32, failing ...string) *rkv1.ClusterAssumedRole {
 		t.Helper()
 		cur := &rkv1.ClusterAssumedRole{}
 		h.eventually(30*time.Second, fmt.Sprintf("status %d selected, %d ready, failing %v", selected, ready, failing), func() bool {
@@ -67,72 +67,73 @@ func TestClusterAssumedRoleFanOut(t *testing.T) {
 		return cur
 	}
 
-	// 3 of 5 selected; C is not allowed by any policy.
-	cur := status(3, 2, nsC+"/"+rkv1.ReasonNotPermitted)
-	if c := meta.FindStatusCondition(cur.Status.Conditions, rkv1.ConditionReady); c.Status != metav1.ConditionFalse || c.Reason != rkv1.ReasonNamespacesFailing {
-		t.Errorf("Ready %s/%s %q; want False/NamespacesFailing", c.Status, c.Reason, c.Message)
-	}
-	for _, ns := range []string{nsA, nsB} {
-		ar := h.getIn(ns, name)
-		if !metav1.IsControlledBy(ar, cur) || ar.Labels["team"] != "platform" || ar.Labels[rkv1.LabelClusterAssumedRole] != name {
-			t.Errorf("%s: AssumedRole owners %v labels %v", ns, ar.OwnerReferences, ar.Labels)
+	h.phase("3 of 5 selected, one of them not allowed by any policy", func(t *testing.T) {
+		cur := status(t, 3, 2, nsC+"/"+rkv1.ReasonNotPermitted)
+		if c := meta.FindStatusCondition(cur.Status.Conditions, rkv1.ConditionReady); c.Status != metav1.ConditionFalse || c.Reason != rkv1.ReasonNamespacesFailing {
+			t.Errorf("Ready %s/%s %q; want False/NamespacesFailing", c.Status, c.Reason, c.Message)
 		}
-		if s := secretIn(t, ns, "aws"); s == nil {
-			t.Errorf("%s: no Secret", ns)
+		for _, ns := range []string{nsA, nsB} {
+			ar := h.getIn(ns, name)
+			if !metav1.IsControlledBy(ar, cur) || ar.Labels["team"] != "platform" || ar.Labels[rkv1.LabelClusterAssumedRole] != name {
+				t.Errorf("%s: AssumedRole owners %v labels %v", ns, ar.OwnerReferences, ar.Labels)
+			}
+			if s := th.Secret(t, k8s, ns, "aws"); s == nil {
+				t.Errorf("%s: no Secret", ns)
+			}
 		}
-	}
-	for _, ns := range []string{nsD, nsE} {
-		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &rkv1.AssumedRole{}); !apierrors.IsNotFound(err) {
-			t.Errorf("%s is not selected but has an AssumedRole (%v)", ns, err)
+		for _, ns := range []string{nsD, nsE} {
+			if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &rkv1.AssumedRole{}); !apierrors.IsNotFound(err) {
+				t.Errorf("%s is not selected but has an AssumedRole (%v)", ns, err)
+			}
 		}
-	}
-	// Each namespace has its own session, tagged with its own namespace; none for the denied one.
-	assertSessions(t, h.sts, map[string]int{nsA: 1, nsB: 1, nsC: 0})
-
-	// A child edited by hand is put back to the template.
-	b := h.getIn(nsB, name)
-	b.Spec.AssumeRole.DurationSeconds = ptr.To[int32](900)
-	if err := k8s.Update(context.Background(), b); err != nil {
-		t.Fatal(err)
-	}
-	h.eventually(20*time.Second, "the template restored in "+nsB, func() bool { return h.getIn(nsB, name).Spec.AssumeRole.DurationSeconds == nil })
-
-	// D relabelled in, A relabelled out.
-	relabel(t, nsD, in)
-	status(4, 3, nsC+"/"+rkv1.ReasonNotPermitted)
-	relabel(t, nsA, nil)
-	h.eventually(20*time.Second, "the AssumedRole of "+nsA+" deleted", func() bool {
-		return apierrors.IsNotFound(k8s.Get(context.Background(), client.ObjectKey{Namespace: nsA, Name: name}, &rkv1.AssumedRole{}))
+		// Each namespace has its own session, tagged with its own namespace; none for the denied one.
+		assertSessions(t, h.sts, map[string]int{nsA: 1, nsB: 1, nsC: 0})
 	})
-	status(3, 2, nsC+"/"+rkv1.ReasonNotPermitted)
-	assertSessions(t, h.sts, map[string]int{nsA: 1, nsC: 0, nsD: 1}) // B re-issued for the edit and the revert, racing the revert
-
-	// Allowing C makes every selected namespace ready.
-	p := &rkv1.AssumedRolePolicy{}
-	if err := k8s.Get(context.Background(), client.ObjectKey{Name: h.ns + "-fan-out"}, p); err != nil {
-		t.Fatal(err)
-	}
-	p.Spec.Namespaces = append(p.Spec.Namespaces, nsC)
-	if err := k8s.Update(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	cur = status(3, 3)
-	if c := meta.FindStatusCondition(cur.Status.Conditions, rkv1.ConditionReady); c.Status != metav1.ConditionTrue || c.Reason != rkv1.ReasonAllNamespacesReady {
-		t.Errorf("Ready %s/%s %q; want True/AllNamespacesReady", c.Status, c.Reason, c.Message)
-	}
-
-	// E holds someone else's AssumedRole of the same name: reported, left untouched, others unaffected.
-	foreign := &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: nsE},
-		Spec: rkv1.AssumedRoleSpec{AssumeRole: &rkv1.AssumeRoleSpec{RoleArn: "arn:aws:iam::111122223333:role/shared-reader", DurationSeconds: ptr.To[int32](1800)}}}
-	if err := k8s.Create(context.Background(), foreign); err != nil {
-		t.Fatal(err)
-	}
-	relabel(t, nsE, in)
-	status(4, 4-1, nsE+"/"+rkv1.ReasonAssumedRoleConflict)
-	got := h.getIn(nsE, name)
-	if len(got.OwnerReferences) != 0 || got.Labels[rkv1.LabelClusterAssumedRole] != "" || *got.Spec.AssumeRole.DurationSeconds != 1800 || got.Generation != foreign.Generation {
-		t.Errorf("the foreign AssumedRole was modified: owners %v labels %v spec %+v", got.OwnerReferences, got.Labels, got.Spec.AssumeRole)
-	}
+	h.phase("a child edited by hand is put back to the template", func(t *testing.T) {
+		b := h.getIn(nsB, name)
+		b.Spec.AssumeRole.DurationSeconds = ptr.To[int32](900)
+		if err := k8s.Update(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		h.eventually(20*time.Second, "the template restored in "+nsB, func() bool { return h.getIn(nsB, name).Spec.AssumeRole.DurationSeconds == nil })
+	})
+	h.phase("namespaces relabelled in and out", func(t *testing.T) {
+		relabel(t, nsD, in)
+		status(t, 4, 3, nsC+"/"+rkv1.ReasonNotPermitted)
+		relabel(t, nsA, nil)
+		h.eventually(20*time.Second, "the AssumedRole of "+nsA+" deleted", func() bool {
+			return apierrors.IsNotFound(k8s.Get(context.Background(), client.ObjectKey{Namespace: nsA, Name: name}, &rkv1.AssumedRole{}))
+		})
+		status(t, 3, 2, nsC+"/"+rkv1.ReasonNotPermitted)
+		assertSessions(t, h.sts, map[string]int{nsA: 1, nsC: 0, nsD: 1}) // B re-issued for the edit and the revert, racing the revert
+	})
+	h.phase("allowing the last namespace makes every selected one ready", func(t *testing.T) {
+		p := &rkv1.AssumedRolePolicy{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Name: h.ns + "-fan-out"}, p); err != nil {
+			t.Fatal(err)
+		}
+		p.Spec.Namespaces = append(p.Spec.Namespaces, nsC)
+		if err := k8s.Update(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+		cur := status(t, 3, 3)
+		if c := meta.FindStatusCondition(cur.Status.Conditions, rkv1.ConditionReady); c.Status != metav1.ConditionTrue || c.Reason != rkv1.ReasonAllNamespacesReady {
+			t.Errorf("Ready %s/%s %q; want True/AllNamespacesReady", c.Status, c.Reason, c.Message)
+		}
+	})
+	h.phase("someone else's AssumedRole of the same name is reported and left untouched", func(t *testing.T) {
+		foreign := &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: nsE},
+			Spec: rkv1.AssumedRoleSpec{AssumeRole: &rkv1.AssumeRoleSpec{RoleArn: "arn:aws:iam::111122223333:role/shared-reader", DurationSeconds: ptr.To[int32](1800)}}}
+		if err := k8s.Create(context.Background(), foreign); err != nil {
+			t.Fatal(err)
+		}
+		relabel(t, nsE, in)
+		status(t, 4, 4-1, nsE+"/"+rkv1.ReasonAssumedRoleConflict)
+		got := h.getIn(nsE, name)
+		if len(got.OwnerReferences) != 0 || got.Labels[rkv1.LabelClusterAssumedRole] != "" || *got.Spec.AssumeRole.DurationSeconds != 1800 || got.Generation != foreign.Generation {
+			t.Errorf("the foreign AssumedRole was modified: owners %v labels %v spec %+v", got.OwnerReferences, got.Labels, got.Spec.AssumeRole)
+		}
+	})
 }
 
 // A selector the API server accepts but that cannot be parsed is reported, and nothing is created.
@@ -163,15 +164,6 @@ func TestClusterAssumedRoleInvalidSelector(t *testing.T) {
 	if err := k8s.List(context.Background(), &list, client.MatchingLabels{rkv1.LabelClusterAssumedRole: car.Name}); err != nil || len(list.Items) != 0 {
 		t.Errorf("AssumedRoles created from an invalid selector: %d (%v)", len(list.Items), err)
 	}
-}
-
-func secretIn(t *testing.T, ns, name string) *corev1.Secret {
-	t.Helper()
-	s := &corev1.Secret{}
-	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
-		return nil
-	}
-	return s
 }
 
 // assertSessions checks the AssumeRole calls per kubernetes-namespace session tag.

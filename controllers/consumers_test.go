@@ -154,37 +154,40 @@ func TestManualRotation(t *testing.T) {
 	h.assumedRole("app", nil)
 	h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
 	rotate := func(v string) { h.annotate("app", rkv1.AnnotationRotate, v) }
-	before := credsOf(h.secret("app")).AccessKeyID
-	rotate("2026-11-22T10:00")
-	h.eventually(20*time.Second, "the rotation", func() bool { return credsOf(h.secret("app")).AccessKeyID != before })
-	time.Sleep(3 * time.Second)
-	if n := h.sts.CallCount("AssumeRole"); n != 2 {
-		t.Errorf("%d AssumeRole calls after one rotation request, want 2", n)
-	}
-	ar := h.get("app")
-	if ar.Status.RotateRequest != "2026-11-22T10:00" || h.secret("app").Annotations[rkv1.AnnotationRotate] != "2026-11-22T10:00" {
-		t.Errorf("handled value: status %q, Secret %q", ar.Status.RotateRequest, h.secret("app").Annotations[rkv1.AnnotationRotate])
-	}
-
-	// A terminal failure puts a 10-minute backoff in force; a new rotation value goes ahead.
-	h.sts.FailNext(1, "AccessDenied", 403, "denied")
-	rotate("fails")
-	h.waitCondition("app", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonIssueFailed, 20*time.Second)
-	rotate("works")
-	defer func() {
-		if t.Failed() {
-			t.Logf("final status: %+v", h.get("app").Status)
+	h.phase("a new value rotates once", func(t *testing.T) {
+		before := credsOf(h.secret("app")).AccessKeyID
+		rotate("2026-11-22T10:00")
+		h.eventually(20*time.Second, "the rotation", func() bool { return credsOf(h.secret("app")).AccessKeyID != before })
+		h.poke("app")
+		if n := h.sts.CallCount("AssumeRole"); n != 2 {
+			t.Errorf("%d AssumeRole calls after one rotation request and a further reconcile, want 2", n)
 		}
-	}()
-	h.eventually(20*time.Second, "the rotation during backoff", func() bool {
 		ar := h.get("app")
-		c := condition(ar, rkv1.ConditionReady)
-		return c.Status == metav1.ConditionTrue && c.Reason == rkv1.ReasonRenewed && ar.Status.RotateRequest == "works"
+		if ar.Status.RotateRequest != "2026-11-22T10:00" || h.secret("app").Annotations[rkv1.AnnotationRotate] != "2026-11-22T10:00" {
+			t.Errorf("handled value: status %q, Secret %q", ar.Status.RotateRequest, h.secret("app").Annotations[rkv1.AnnotationRotate])
+		}
 	})
-	time.Sleep(2 * time.Second)
-	if n := h.sts.CallCount("AssumeRole"); n != 4 {
-		t.Errorf("%d AssumeRole calls, want 4 (issue, rotation, failed rotation, rotation during backoff)", n)
-	}
+	h.phase("a new value goes ahead during a failure backoff", func(t *testing.T) {
+		// A terminal failure puts a 10-minute backoff in force.
+		h.sts.FailNext(1, "AccessDenied", 403, "denied")
+		rotate("fails")
+		h.waitCondition("app", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonIssueFailed, 20*time.Second)
+		rotate("works")
+		defer func() {
+			if t.Failed() {
+				t.Logf("final status: %+v", h.get("app").Status)
+			}
+		}()
+		h.eventually(20*time.Second, "the rotation during backoff", func() bool {
+			ar := h.get("app")
+			c := condition(ar, rkv1.ConditionReady)
+			return c.Status == metav1.ConditionTrue && c.Reason == rkv1.ReasonRenewed && ar.Status.RotateRequest == "works"
+		})
+		h.poke("app")
+		if n := h.sts.CallCount("AssumeRole"); n != 4 {
+			t.Errorf("%d AssumeRole calls, want 4 (issue, rotation, failed rotation, rotation during backoff)", n)
+		}
+	})
 }
 
 // kubeletMirror writes data into dir the way the kubelet updates a Secret volume: a new
@@ -349,27 +352,31 @@ func TestSecretTemplate(t *testing.T) {
 		t.Fatalf("settings.json %q, want %q", s.Data["settings.json"], want)
 	}
 
-	ar := h.get("app")
-	ar.Spec.Secret.Template.Data["settings.json"] = `{{ range 1000000000 }}{{ end }}`
-	if err := k8s.Update(context.Background(), ar); err != nil {
-		t.Fatal(err)
-	}
-	ar = h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionFalse, rkv1.ReasonTemplateInvalid, 30*time.Second)
-	if msg := condition(ar, rkv1.ConditionStalled).Message; !strings.Contains(msg, "range is not allowed") {
-		t.Errorf("Stalled message %q", msg)
-	}
-	time.Sleep(time.Second)
-	if after := h.secret("app"); after.ResourceVersion != s.ResourceVersion {
-		t.Error("the Secret changed under an invalid template")
-	}
-
-	ar.Spec.Secret.Template.Data["settings.json"] = `{{ .Region | upper }}`
-	if err := k8s.Update(context.Background(), ar); err != nil {
-		t.Fatal(err)
-	}
-	h.eventually(20*time.Second, "the fixed template rendered", func() bool { return string(h.secret("app").Data["settings.json"]) == "US-EAST-1" })
-	h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, "", 20*time.Second)
-	if n := h.sts.CallCount("AssumeRole"); n != 1 {
-		t.Errorf("%d AssumeRole calls, want 1: templates change only how credentials are written", n)
-	}
+	h.phase("an invalid template stalls and leaves the Secret as it was", func(t *testing.T) {
+		ar := h.get("app")
+		ar.Spec.Secret.Template.Data["settings.json"] = `{{ range 1000000000 }}{{ end }}`
+		if err := k8s.Update(context.Background(), ar); err != nil {
+			t.Fatal(err)
+		}
+		ar = h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionFalse, rkv1.ReasonTemplateInvalid, 30*time.Second)
+		if msg := condition(ar, rkv1.ConditionStalled).Message; !strings.Contains(msg, "range is not allowed") {
+			t.Errorf("Stalled message %q", msg)
+		}
+		h.poke("app")
+		if after := h.secret("app"); after.ResourceVersion != s.ResourceVersion {
+			t.Error("the Secret changed under an invalid template")
+		}
+	})
+	h.phase("a fixed template renders without calling STS", func(t *testing.T) {
+		ar := h.get("app")
+		ar.Spec.Secret.Template.Data["settings.json"] = `{{ .Region | upper }}`
+		if err := k8s.Update(context.Background(), ar); err != nil {
+			t.Fatal(err)
+		}
+		h.eventually(20*time.Second, "the fixed template rendered", func() bool { return string(h.secret("app").Data["settings.json"]) == "US-EAST-1" })
+		h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, "", 20*time.Second)
+		if n := h.sts.CallCount("AssumeRole"); n != 1 {
+			t.Errorf("%d AssumeRole calls, want 1: templates change only how credentials are written", n)
+		}
+	})
 }

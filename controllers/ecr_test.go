@@ -151,50 +151,55 @@ func TestECRPullSecretFailuresAndTypeChange(t *testing.T) {
 	h.sts.SetECRDenied("arn:aws:iam::111122223333:role/pull", true)
 	h.start()
 	h.assumedRole("pull", imagePull)
-	ar := h.waitCondition("pull", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonIssueFailed, 20*time.Second)
-	if f := ar.Status.LastFailure; f == nil || f.Code != "AccessDeniedException" || f.Retryable || !strings.Contains(f.Message, "ecr:GetAuthorizationToken") {
-		t.Errorf("lastFailure %+v; want terminal AccessDeniedException naming ecr:GetAuthorizationToken", f)
-	}
-	if h.secret("pull") != nil {
-		t.Error("a Secret was written although ECR refused the login")
-	}
-	h.eventually(10*time.Second, "IssueFailed event naming GetAuthorizationToken", func() bool {
-		for _, e := range h.events() {
-			if strings.HasPrefix(e, "IssueFailed: GetAuthorizationToken failed with AccessDeniedException") {
-				return true
-			}
+	var pull *corev1.Secret
+	h.phase("a refused ECR login writes nothing and says why", func(t *testing.T) {
+		ar := h.waitCondition("pull", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonIssueFailed, 20*time.Second)
+		if f := ar.Status.LastFailure; f == nil || f.Code != "AccessDeniedException" || f.Retryable || !strings.Contains(f.Message, "ecr:GetAuthorizationToken") {
+			t.Errorf("lastFailure %+v; want terminal AccessDeniedException naming ecr:GetAuthorizationToken", f)
 		}
-		return false
+		if h.secret("pull") != nil {
+			t.Error("a Secret was written although ECR refused the login")
+		}
+		h.eventually(10*time.Second, "IssueFailed event naming GetAuthorizationToken", func() bool {
+			for _, e := range h.events() {
+				if strings.HasPrefix(e, "IssueFailed: GetAuthorizationToken failed with AccessDeniedException") {
+					return true
+				}
+			}
+			return false
+		})
 	})
-
-	h.sts.SetECRDenied("arn:aws:iam::111122223333:role/pull", false)
-	h.annotate("pull", rkv1.AnnotationRotate, "1")
-	h.waitCondition("pull", rkv1.ConditionReady, metav1.ConditionTrue, "", 20*time.Second)
-	pull := h.secret("pull")
-	if pull == nil || pull.Type != corev1.SecretTypeDockerConfigJson {
-		t.Fatalf("Secret %v after the role was allowed", pull)
-	}
-
-	// A chain cannot start from an image-pull Secret: it holds no AWS credentials.
-	h.assumedRole("chained", func(ar *rkv1.AssumedRole) {
-		ar.Spec.Source = &rkv1.CredentialSource{AssumedRoleRef: rkv1.LocalAssumedRoleReference{Name: "pull"}}
+	h.phase("once allowed, a rotation writes the image-pull Secret", func(t *testing.T) {
+		h.sts.SetECRDenied("arn:aws:iam::111122223333:role/pull", false)
+		h.annotate("pull", rkv1.AnnotationRotate, "1")
+		h.waitCondition("pull", rkv1.ConditionReady, metav1.ConditionTrue, "", 20*time.Second)
+		pull = h.secret("pull")
+		if pull == nil || pull.Type != corev1.SecretTypeDockerConfigJson {
+			t.Fatalf("Secret %v after the role was allowed", pull)
+		}
 	})
-	c := h.waitCondition("chained", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonInvalidSpec, 20*time.Second)
-	if m := condition(c, rkv1.ConditionReady).Message; !strings.Contains(m, "image-pull Secret") {
-		t.Errorf("chained message %q", m)
-	}
-
-	// Back to the default type: the Secret is replaced (Kubernetes cannot change a Secret's type).
-	cur := h.get("pull")
-	cur.Spec.Secret = rkv1.SecretSpec{}
-	if err := k8s.Update(context.Background(), cur); err != nil {
-		t.Fatal(err)
-	}
-	h.waitCondition("pull", rkv1.ConditionReady, metav1.ConditionTrue, "", 20*time.Second)
-	opaque := h.secret("pull")
-	if opaque.Type != corev1.SecretTypeOpaque || opaque.UID == pull.UID || len(opaque.Data[corev1.DockerConfigJsonKey]) != 0 || len(opaque.Data["AWS_SESSION_TOKEN"]) == 0 {
-		t.Errorf("after switching back: type %s, same object %v, keys %v", opaque.Type, opaque.UID == pull.UID, keys(opaque.Data))
-	}
+	h.phase("a chain cannot start from an image-pull Secret", func(t *testing.T) {
+		h.assumedRole("chained", func(ar *rkv1.AssumedRole) {
+			ar.Spec.Source = &rkv1.CredentialSource{AssumedRoleRef: rkv1.LocalAssumedRoleReference{Name: "pull"}}
+		})
+		c := h.waitCondition("chained", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonInvalidSpec, 20*time.Second)
+		if m := condition(c, rkv1.ConditionReady).Message; !strings.Contains(m, "image-pull Secret") {
+			t.Errorf("chained message %q", m)
+		}
+	})
+	h.phase("back to the default type, the Secret is replaced", func(t *testing.T) {
+		// Kubernetes cannot change a Secret's type.
+		cur := h.get("pull")
+		cur.Spec.Secret = rkv1.SecretSpec{}
+		if err := k8s.Update(context.Background(), cur); err != nil {
+			t.Fatal(err)
+		}
+		h.waitCondition("pull", rkv1.ConditionReady, metav1.ConditionTrue, "", 20*time.Second)
+		opaque := h.secret("pull")
+		if opaque.Type != corev1.SecretTypeOpaque || opaque.UID == pull.UID || len(opaque.Data[corev1.DockerConfigJsonKey]) != 0 || len(opaque.Data["AWS_SESSION_TOKEN"]) == 0 {
+			t.Errorf("after switching back: type %s, same object %v, keys %v", opaque.Type, opaque.UID == pull.UID, keys(opaque.Data))
+		}
+	})
 }
 
 func keys[V any](m map[string]V) []string {

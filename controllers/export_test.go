@@ -2,6 +2,10 @@ package controllers
 
 import (
 	"context"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 )
@@ -10,4 +14,16 @@ import (
 // before; called says whether the reconcile called STS.
 func (r *AssumedRoleReconciler) PatchStatus(ctx context.Context, ar *rkv1.AssumedRole, before rkv1.AssumedRoleStatus, called bool) error {
 	return r.patchStatus(ctx, &scope{ar: ar, before: before, called: called})
+}
+
+// SetupObservedWithManager sets the reconciler up as SetupWithManager does and calls done with
+// the start time of each reconcile once it finishes: the tests' positive signal that the operator
+// looked at an AssumedRole.
+func (r *AssumedRoleReconciler) SetupObservedWithManager(ctx context.Context, mgr ctrl.Manager, done func(req reconcile.Request, started time.Time)) error {
+	return r.setup(ctx, mgr, reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+		started := time.Now()
+		res, err := r.Reconcile(ctx, req)
+		done(req, started)
+		return res, err
+	}))
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -90,34 +89,38 @@ func TestAccessDeniedStallsWithoutHotLoop(t *testing.T) {
 	h.sts.SetRole("arn:aws:iam::111122223333:role/locked", ststest.RoleRule{DenyTagSession: true})
 	h.start()
 	h.assumedRole("locked", nil)
-	ar := h.waitCondition("locked", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonIssueFailed, 30*time.Second)
-	if f := ar.Status.LastFailure; f == nil || f.Code != "AccessDenied" || f.Retryable || !strings.Contains(f.Message, "sts:TagSession") {
-		t.Errorf("lastFailure %+v", f)
-	}
-	if c := condition(ar, rkv1.ConditionReady); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "AccessDenied") {
-		t.Errorf("Ready %+v", c)
-	}
-	if wait := time.Until(ar.Status.RenewalTime.Time); wait < 9*time.Minute {
-		t.Errorf("next retry in %v, want the slow retry of 10 minutes", wait)
-	}
-	time.Sleep(5 * time.Second)
-	if n := h.sts.CallCount("AssumeRole"); n != 1 {
-		t.Errorf("%d calls after AccessDenied, want 1", n)
-	}
-
-	// Without session tags the role may be assumed: changing the spec retries at once.
-	h.sts.SetRole("arn:aws:iam::111122223333:role/locked", ststest.RoleRule{})
-	ar.Spec.AssumeRole.DurationSeconds = ptr.To[int32](1800)
-	if err := k8s.Update(context.Background(), ar); err != nil {
-		t.Fatal(err)
-	}
-	h.waitCondition("locked", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
-	if n := h.sts.CallCount("AssumeRole"); n != 2 {
-		t.Errorf("%d calls, want 2", n)
-	}
-	if failed := h.eventCount(rkv1.ReasonIssueFailed); failed != 1 {
-		t.Errorf("%d IssueFailed events, want 1", failed)
-	}
+	h.phase("AccessDenied stalls after one call", func(t *testing.T) {
+		ar := h.waitCondition("locked", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonIssueFailed, 30*time.Second)
+		if f := ar.Status.LastFailure; f == nil || f.Code != "AccessDenied" || f.Retryable || !strings.Contains(f.Message, "sts:TagSession") {
+			t.Errorf("lastFailure %+v", f)
+		}
+		if c := condition(ar, rkv1.ConditionReady); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "AccessDenied") {
+			t.Errorf("Ready %+v", c)
+		}
+		if wait := time.Until(ar.Status.RenewalTime.Time); wait < 9*time.Minute {
+			t.Errorf("next retry in %v, want the slow retry of 10 minutes", wait)
+		}
+		h.poke("locked")
+		if n := h.sts.CallCount("AssumeRole"); n != 1 {
+			t.Errorf("%d calls after AccessDenied and a further reconcile, want 1", n)
+		}
+	})
+	h.phase("a spec change is tried at once despite the backoff", func(t *testing.T) {
+		// Without session tags the role may be assumed.
+		h.sts.SetRole("arn:aws:iam::111122223333:role/locked", ststest.RoleRule{})
+		ar := h.get("locked")
+		ar.Spec.AssumeRole.DurationSeconds = ptr.To[int32](1800)
+		if err := k8s.Update(context.Background(), ar); err != nil {
+			t.Fatal(err)
+		}
+		h.waitCondition("locked", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
+		if n := h.sts.CallCount("AssumeRole"); n != 2 {
+			t.Errorf("%d calls, want 2", n)
+		}
+		if failed := h.recorded(rkv1.ReasonIssueFailed); failed != 1 {
+			t.Errorf("%d IssueFailed events, want 1", failed)
+		}
+	})
 }
 
 // A Secret of the target name that the AssumedRole does not own stays byte-for-byte unchanged,
@@ -146,7 +149,9 @@ func TestForeignSecretIsLeftUntouched(t *testing.T) {
 	h.assumedRole("intruder", func(ar *rkv1.AssumedRole) { ar.Spec.Secret.Name = "owner" })
 	h.waitCondition("intruder", rkv1.ConditionReady, metav1.ConditionFalse, rkv1.ReasonSecretConflict, 30*time.Second)
 
-	time.Sleep(2 * time.Second)
+	// Further reconciles of both, once the conflicts are known.
+	h.poke("wants-taken")
+	h.poke("intruder")
 	after := h.secret("taken")
 	if after.ResourceVersion != before.ResourceVersion || !bytes.Equal(after.Data["password"], []byte("hunter2")) || len(after.Data) != 1 ||
 		fmt.Sprint(after.Labels) != fmt.Sprint(before.Labels) || fmt.Sprint(after.Annotations) != fmt.Sprint(before.Annotations) || len(after.OwnerReferences) != 0 {
@@ -159,79 +164,10 @@ func TestForeignSecretIsLeftUntouched(t *testing.T) {
 	// fails); once the conflict is known, reconciles ask the API server first and call nothing.
 	// A labelled Secret of another AssumedRole is in the cache and costs no call at all.
 	if n := h.sts.CallCount("AssumeRole"); n != 2 {
-		t.Errorf("%d AssumeRole calls, want 2 (owner's, and the one discarded for wants-taken)", n)
-	}
-	h.annotate("wants-taken", "example.com/poke", "1")
-	h.annotate("intruder", "example.com/poke", "1")
-	time.Sleep(2 * time.Second)
-	if n := h.sts.CallCount("AssumeRole"); n != 2 {
-		t.Errorf("%d AssumeRole calls after further reconciles of the conflicts, want still 2", n)
+		t.Errorf("%d AssumeRole calls after further reconciles of the conflicts, want 2 (owner's, and the one discarded for wants-taken)", n)
 	}
 	if c := condition(h.get("wants-taken"), rkv1.ConditionReady); c.Reason != rkv1.ReasonSecretConflict {
 		t.Errorf("wants-taken Ready reason %s after a further reconcile", c.Reason)
-	}
-}
-
-// Edited derived keys are repaired without AWS; removed credentials and a deleted Secret are
-// re-issued; a spec change re-issues at once.
-func TestSecretRepairAndRecreate(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, ststest.Options{})
-	h.start()
-	h.assumedRole("app", func(ar *rkv1.AssumedRole) {
-		ar.Spec.Secret.CredentialProcess = &rkv1.CredentialProcessSpec{MountPath: "/creds"}
-	})
-	h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, "", 30*time.Second)
-	ctx := context.Background()
-	first := credsOf(h.secret("app"))
-
-	s := h.secret("app")
-	wantCredentials := string(s.Data["credentials"])
-	s.Data["credentials"] = []byte("[default]\naws_access_key_id = tampered\n")
-	delete(s.Data, "config")
-	s.Data["extra"] = []byte("stray")
-	if err := k8s.Update(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	h.eventually(20*time.Second, "the derived keys repaired", func() bool {
-		s := h.secret("app")
-		_, stray := s.Data["extra"]
-		return string(s.Data["credentials"]) == wantCredentials && len(s.Data["config"]) > 0 && !stray
-	})
-	if n := h.sts.CallCount("AssumeRole"); n != 1 {
-		t.Errorf("repair made %d AssumeRole calls, want none beyond the first", n-1)
-	}
-
-	s = h.secret("app")
-	delete(s.Data, "AWS_SESSION_TOKEN")
-	if err := k8s.Update(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	h.eventually(20*time.Second, "re-issue after a removed session token", func() bool {
-		c := credsOf(h.secret("app"))
-		return c != nil && c.AccessKeyID != first.AccessKeyID
-	})
-	second := credsOf(h.secret("app"))
-
-	if err := k8s.Delete(ctx, h.secret("app")); err != nil {
-		t.Fatal(err)
-	}
-	h.eventually(20*time.Second, "the Secret re-created", func() bool {
-		s := h.secret("app")
-		return s != nil && credsOf(s) != nil && credsOf(s).AccessKeyID != second.AccessKeyID
-	})
-
-	ar := h.get("app")
-	ar.Spec.AssumeRole.SessionName = "renamed"
-	if err := k8s.Update(ctx, ar); err != nil {
-		t.Fatal(err)
-	}
-	h.eventually(20*time.Second, "re-issue after a spec change", func() bool {
-		return len(h.sts.Calls()) > 0 && h.sts.Calls()[len(h.sts.Calls())-1].SessionName == "renamed"
-	})
-	h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonRenewed, 20*time.Second)
-	if n := h.sts.CallCount("AssumeRole"); n != 4 {
-		t.Errorf("%d AssumeRole calls, want 4 (first, removed key, deleted Secret, spec change)", n)
 	}
 }
 
@@ -265,6 +201,34 @@ func TestSteadyStateMakesNoCallsOrWrites(t *testing.T) {
 	h.waitCondition("quiet", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonRenewed, 30*time.Second)
 }
 
+// A reconcile with nothing to do reads everything from the cache: no read reaches the API server
+// past it, and nothing is called or written.
+func TestSteadyStateReconcilesReadOnlyTheCache(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, ststest.Options{})
+	h.start()
+	h.assumedRole("app", nil)
+	h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
+	h.poke("app") // the cache has caught up with the operator's own writes once this reconcile ran
+	reads, calls, secret := h.liveReads.Load(), h.sts.CallCount(""), h.secret("app")
+	before := h.reconciled("app")
+	for range 3 {
+		h.poke("app")
+	}
+	if n := h.reconciled("app") - before; n < 3 {
+		t.Fatalf("%d reconciles after three pokes", n)
+	}
+	if n := h.liveReads.Load() - reads; n != 0 {
+		t.Errorf("%d reads past the cache in reconciles with nothing to do", n)
+	}
+	if n := h.sts.CallCount("") - calls; n != 0 {
+		t.Errorf("%d STS calls in reconciles with nothing to do", n)
+	}
+	if h.secret("app").ResourceVersion != secret.ResourceVersion {
+		t.Error("the Secret was written in a reconcile with nothing to do")
+	}
+}
+
 // No access key, secret key or session token appears in the manager's log, in events, or in
 // conditions, even when an AWS error message carries them.
 func TestNoCredentialMaterialInLogsEventsOrConditions(t *testing.T) {
@@ -284,6 +248,7 @@ func TestNoCredentialMaterialInLogsEventsOrConditions(t *testing.T) {
 	if !strings.Contains(ar.Status.LastFailure.Message, "[REDACTED]") {
 		t.Errorf("the failure message was not redacted: %q", ar.Status.LastFailure.Message)
 	}
+	h.eventually(10*time.Second, "the IssueFailed event", func() bool { return h.eventCount(rkv1.ReasonIssueFailed) >= 1 })
 	var surfaces []string
 	surfaces = append(surfaces, h.logs.String())
 	surfaces = append(surfaces, h.events()...)
@@ -314,79 +279,13 @@ func TestNotPermittedUntilAPolicyAllows(t *testing.T) {
 	if c := condition(ar, rkv1.ConditionStalled); c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "no AssumedRolePolicy selects namespace "+h.ns) {
 		t.Errorf("Stalled %+v", c)
 	}
-	time.Sleep(2 * time.Second)
+	h.poke("app")
 	if n := h.sts.CallCount(""); n != 0 {
-		t.Errorf("%d STS calls while not permitted", n)
+		t.Errorf("%d STS calls while not permitted, after a further reconcile", n)
 	}
 	h.allowAll()
 	h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
-	if notPermitted := h.eventCount(rkv1.ReasonNotPermitted); notPermitted != 1 {
+	if notPermitted := h.recorded(rkv1.ReasonNotPermitted); notPermitted != 1 {
 		t.Errorf("%d NotPermitted events, want 1", notPermitted)
 	}
-}
-
-// State metrics come from the cache at scrape time; STS calls are counted by outcome.
-func TestMetrics(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, ststest.Options{})
-	h.start()
-	h.assumedRole("app", nil)
-	ar := h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, "", 30*time.Second)
-	var found map[string]float64
-	h.eventually(10*time.Second, "state metrics for the AssumedRole", func() bool {
-		found = h.gather("app")
-		return found["rolekeeper_assumedrole_ready"] == 1
-	})
-	if got := found["rolekeeper_credentials_expiration_timestamp_seconds"]; got != float64(ar.Status.Expiration.Unix()) {
-		t.Errorf("expiration metric %v, status %v", got, ar.Status.Expiration.Unix())
-	}
-	if got := found["rolekeeper_credentials_renewal_timestamp_seconds"]; got != float64(ar.Status.RenewalTime.Unix()) {
-		t.Errorf("renewal metric %v, status %v", got, ar.Status.RenewalTime.Unix())
-	}
-	families, err := h.registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ok := false
-	for _, f := range families {
-		if f.GetName() == "rolekeeper_sts_requests_total" {
-			for _, m := range f.GetMetric() {
-				ok = ok || labelsOf(m)["operation"] == "AssumeRole" && labelsOf(m)["code"] == "OK" && m.GetCounter().GetValue() >= 1
-			}
-		}
-	}
-	if !ok {
-		t.Error("no rolekeeper_sts_requests_total{operation=AssumeRole,code=OK}")
-	}
-	if err := k8s.Delete(context.Background(), ar); err != nil {
-		t.Fatal(err)
-	}
-	h.eventually(10*time.Second, "series of the deleted AssumedRole gone", func() bool { return len(h.gather("app")) == 0 })
-}
-
-func labelsOf(m *dto.Metric) map[string]string {
-	out := map[string]string{}
-	for _, l := range m.GetLabel() {
-		out[l.GetName()] = l.GetValue()
-	}
-	return out
-}
-
-// gather reads the state metrics of one AssumedRole of the test's namespace.
-func (h *harness) gather(name string) map[string]float64 {
-	h.t.Helper()
-	families, err := h.registry.Gather()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	ns := h.ns
-	out := map[string]float64{}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			if l := labelsOf(m); l["namespace"] == ns && l["name"] == name {
-				out[f.GetName()] = m.GetGauge().GetValue()
-			}
-		}
-	}
-	return out
 }

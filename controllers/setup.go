@@ -40,6 +40,11 @@ func NewScheme() *runtime.Scheme {
 // changes, not their own status writes), the Secrets they own, AssumedRolePolicies and namespace
 // labels (access may change), and the status and issuances of chain sources.
 func (r *AssumedRoleReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	return r.setup(ctx, mgr, r)
+}
+
+// setup registers rec, which is r or a wrapper around it, as the reconciler of AssumedRoles.
+func (r *AssumedRoleReconciler) setup(ctx context.Context, mgr ctrl.Manager, rec reconcile.Reconciler) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
@@ -65,7 +70,7 @@ func (r *AssumedRoleReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		Watches(&rkv1.AssumedRole{}, handler.EnqueueRequestsFromMapFunc(r.dependents)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.dependentsOfSecret), builder.WithPredicates(issuances)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
-		Complete(r)
+		Complete(rec)
 }
 
 // secretChangedByOthers passes the Secret events that need a look: deletion, and changes that are

@@ -17,21 +17,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/controllers"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
+	th "github.com/rolekeeper/rolekeeper/test/harness"
 	"github.com/rolekeeper/rolekeeper/test/testenv"
 )
 
@@ -71,12 +74,13 @@ func TestMain(m *testing.M) {
 // harness is one test's world: its namespace, an STS emulator, and a manager running the
 // reconciler against both.
 type harness struct {
-	t      *testing.T
-	ns     string
-	sts    *ststest.Server
-	logs   *syncBuffer
-	cancel context.CancelFunc
-	done   chan struct{}
+	// t is the running test or phase; root is the test, which owns the harness's cleanups.
+	t, root *testing.T
+	ns      string
+	sts     *ststest.Server
+	logs    *syncBuffer
+	cancel  context.CancelFunc
+	done    chan struct{}
 	// failStatus, when positive, makes that many status writes fail.
 	failStatus atomic.Int32
 	opts       controllers.Options
@@ -97,6 +101,16 @@ type harness struct {
 	// beforeSecretWrite, when set, runs before each Secret create, update and delete the
 	// reconciler sends, to play someone else's write landing just before it.
 	beforeSecretWrite func(verb string, s *corev1.Secret)
+
+	mu sync.Mutex
+	// reconciles counts the finished reconciles of each AssumedRole, across restarts.
+	reconciles map[client.ObjectKey]int
+	// lastStart is when the latest finished reconcile of each AssumedRole started.
+	lastStart map[client.ObjectKey]time.Time
+	// sent counts the events the reconciler sent, by reason.
+	sent map[string]int
+	// liveReads counts the reconciler's reads past the cache.
+	liveReads atomic.Int64
 }
 
 type syncBuffer struct {
@@ -119,12 +133,10 @@ func (s *syncBuffer) String() string {
 // newHarness creates a namespace and an emulator; start runs the manager.
 func newHarness(t *testing.T, emu ststest.Options) *harness {
 	t.Helper()
-	ns := fmt.Sprintf("t-%s-%d", testName(t.Name(), 36), time.Now().UnixNano()%100000)
-	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
+	ns := th.Namespace(t, k8s, fmt.Sprintf("t-%s-%d", testName(t.Name(), 36), time.Now().UnixNano()%100000), nil)
 	emu.Principals = append(emu.Principals, operator)
-	h := &harness{t: t, ns: ns, sts: ststest.New(emu).Start(), logs: &syncBuffer{}, identity: operator}
+	h := &harness{t: t, root: t, ns: ns, sts: ststest.New(emu).Start(), logs: &syncBuffer{}, identity: operator,
+		reconciles: map[client.ObjectKey]int{}, lastStart: map[client.ObjectKey]time.Time{}, sent: map[string]int{}}
 	h.opts = controllers.Options{Region: "us-east-1", RequireAccessPolicy: false, SessionTags: true, MaxConcurrentReconciles: 2}
 	t.Cleanup(func() {
 		h.stop()
@@ -297,8 +309,22 @@ func (h *harness) start() {
 	if err := h.metrics.Register(h.registry); err != nil {
 		h.t.Fatal(err)
 	}
-	r := &controllers.AssumedRoleReconciler{Client: statusFailingClient{c, h}, STS: h.stsClient(), Options: h.opts}
-	if err := r.SetupWithManager(ctx, mgr); err != nil {
+	r := &controllers.AssumedRoleReconciler{
+		Client:    statusFailingClient{c, h},
+		STS:       h.stsClient(),
+		Options:   h.opts,
+		APIReader: countingReader{mgr.GetAPIReader(), &h.liveReads},
+		Recorder:  countingRecorder{mgr.GetEventRecorder("rolekeeper"), h},
+	}
+	done := func(req reconcile.Request, started time.Time) {
+		h.mu.Lock()
+		h.reconciles[req.NamespacedName]++
+		if started.After(h.lastStart[req.NamespacedName]) {
+			h.lastStart[req.NamespacedName] = started
+		}
+		h.mu.Unlock()
+	}
+	if err := r.SetupObservedWithManager(ctx, mgr, done); err != nil {
 		h.t.Fatal(err)
 	}
 	if h.clusterRoles {
@@ -309,10 +335,11 @@ func (h *harness) start() {
 		}
 	}
 	h.cancel, h.done = cancel, make(chan struct{})
+	root := h.root
 	go func() {
 		defer close(h.done)
 		if err := mgr.Start(ctx); err != nil {
-			h.t.Errorf("manager: %v", err)
+			root.Errorf("manager: %v", err)
 		}
 	}()
 }
@@ -325,13 +352,35 @@ func (h *harness) stop() {
 	}
 }
 
+// tb is the running test or phase, with cleanups deferred to the end of the whole test: an object
+// created in one phase stays for the next.
+func (h *harness) tb() testing.TB { return rooted{h.t, h.root} }
+
+type rooted struct {
+	testing.TB
+	root testing.TB
+}
+
+func (r rooted) Cleanup(f func()) { r.root.Cleanup(f) }
+
+// phase runs one step of a multi-step story as a subtest, so that a failure names the step; the
+// story stops at the first failed step.
+func (h *harness) phase(name string, step func(t *testing.T)) {
+	h.t.Helper()
+	outer := h.t
+	if !outer.Run(name, func(t *testing.T) {
+		h.t = t
+		defer func() { h.t = outer }()
+		step(t)
+	}) {
+		outer.FailNow()
+	}
+}
+
 // namespace creates a further namespace for this test (before start) and returns its name.
 func (h *harness) namespace(suffix string, labels map[string]string) string {
 	h.t.Helper()
-	name := h.ns + "-" + suffix
-	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}); err != nil {
-		h.t.Fatal(err)
-	}
+	name := th.Namespace(h.tb(), k8s, h.ns+"-"+suffix, labels)
 	h.extra = append(h.extra, name)
 	return name
 }
@@ -339,43 +388,10 @@ func (h *harness) namespace(suffix string, labels map[string]string) string {
 // create creates an AssumedRole in any namespace of the test.
 func (h *harness) create(ns, name string, spec rkv1.AssumedRoleSpec) {
 	h.t.Helper()
-	ar := &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
-	if err := k8s.Create(context.Background(), ar); err != nil {
-		h.t.Fatal(err)
-	}
+	th.Create(h.tb(), k8s, &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec})
 }
 
-func (h *harness) getIn(ns, name string) *rkv1.AssumedRole {
-	h.t.Helper()
-	ar := &rkv1.AssumedRole{}
-	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, ar); err != nil {
-		h.t.Fatal(err)
-	}
-	return ar
-}
-
-// policy creates a cluster-scoped AssumedRolePolicy removed when the test ends.
-func (h *harness) policy(name string, spec rkv1.AssumedRolePolicySpec) {
-	h.t.Helper()
-	p := &rkv1.AssumedRolePolicy{ObjectMeta: metav1.ObjectMeta{Name: h.ns + "-" + name}, Spec: spec}
-	if err := k8s.Create(context.Background(), p); err != nil {
-		h.t.Fatal(err)
-	}
-	h.t.Cleanup(func() { _ = k8s.Delete(context.Background(), p) })
-}
-
-func (h *harness) allowAll() {
-	h.t.Helper()
-	p := &rkv1.AssumedRolePolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "allow-" + h.ns},
-		Spec:       rkv1.AssumedRolePolicySpec{Namespaces: []string{h.ns}, AllowedRoleArns: []string{"*"}},
-	}
-	if err := k8s.Create(context.Background(), p); err != nil {
-		h.t.Fatal(err)
-	}
-	h.t.Cleanup(func() { _ = k8s.Delete(context.Background(), p) })
-}
-
+// assumedRole creates an AssumedRole of the test's namespace for role/<name>, changed by mod.
 func (h *harness) assumedRole(name string, mod func(*rkv1.AssumedRole)) *rkv1.AssumedRole {
 	h.t.Helper()
 	ar := &rkv1.AssumedRole{
@@ -385,96 +401,150 @@ func (h *harness) assumedRole(name string, mod func(*rkv1.AssumedRole)) *rkv1.As
 	if mod != nil {
 		mod(ar)
 	}
-	if err := k8s.Create(context.Background(), ar); err != nil {
-		h.t.Fatal(err)
-	}
+	th.Create(h.tb(), k8s, ar)
 	return ar
+}
+
+func (h *harness) getIn(ns, name string) *rkv1.AssumedRole {
+	h.t.Helper()
+	return th.AssumedRole(h.tb(), k8s, ns, name)
 }
 
 func (h *harness) get(name string) *rkv1.AssumedRole {
 	h.t.Helper()
-	ar := &rkv1.AssumedRole{}
-	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: h.ns, Name: name}, ar); err != nil {
-		h.t.Fatal(err)
-	}
-	return ar
+	return th.AssumedRole(h.tb(), k8s, h.ns, name)
+}
+
+// policy creates a cluster-scoped AssumedRolePolicy, named after the test, removed when it ends.
+func (h *harness) policy(name string, spec rkv1.AssumedRolePolicySpec) {
+	h.t.Helper()
+	th.Policy(h.tb(), k8s, h.ns+"-"+name, spec)
+}
+
+// allowAll lets the test's namespace assume every role.
+func (h *harness) allowAll() {
+	h.t.Helper()
+	th.AllowAll(h.tb(), k8s, h.ns)
 }
 
 // annotate sets one annotation on an AssumedRole of the test's namespace.
 func (h *harness) annotate(name, key, value string) {
 	h.t.Helper()
-	ar := h.get(name)
-	if ar.Annotations == nil {
-		ar.Annotations = map[string]string{}
-	}
-	ar.Annotations[key] = value
-	if err := k8s.Update(context.Background(), ar); err != nil {
-		h.t.Fatal(err)
-	}
+	th.Annotate(h.tb(), k8s, h.ns, name, key, value)
 }
 
+// secret is a Secret of the test's namespace, nil when it does not exist.
 func (h *harness) secret(name string) *corev1.Secret {
 	h.t.Helper()
-	s := &corev1.Secret{}
-	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: h.ns, Name: name}, s); err != nil {
-		return nil
-	}
-	return s
+	return th.Secret(h.tb(), k8s, h.ns, name)
 }
 
-// eventually polls cond every 100 ms until it holds or timeout passes.
 func (h *harness) eventually(timeout time.Duration, what string, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	th.Eventually(h.tb(), timeout, what, cond)
 }
 
-func condition(ar *rkv1.AssumedRole, typ string) *metav1.Condition {
-	return meta.FindStatusCondition(ar.Status.Conditions, typ)
-}
+func condition(ar *rkv1.AssumedRole, typ string) *metav1.Condition { return th.Condition(ar, typ) }
 
 func (h *harness) waitCondition(name, typ string, status metav1.ConditionStatus, reason string, timeout time.Duration) *rkv1.AssumedRole {
 	h.t.Helper()
-	var ar *rkv1.AssumedRole
-	h.eventually(timeout, fmt.Sprintf("%s %s=%s (%s)", name, typ, status, reason), func() bool {
-		ar = h.get(name)
-		c := condition(ar, typ)
-		return c != nil && c.Status == status && (reason == "" || c.Reason == reason) && c.ObservedGeneration == ar.Generation
-	})
-	return ar
+	return th.WaitCondition(h.tb(), k8s, h.ns, name, typ, status, reason, timeout)
 }
 
-// eventCount counts the events of the test's namespace with the given reason.
+// eventCount counts the events of the test's namespace with the given reason that reached the
+// API server; recorded counts those the reconciler sent, without waiting for their delivery.
 func (h *harness) eventCount(reason string) int {
 	h.t.Helper()
-	n := 0
-	for _, e := range h.events() {
-		if strings.HasPrefix(e, reason+": ") {
-			n++
-		}
-	}
-	return n
+	return th.EventCount(h.tb(), k8s, h.ns, reason)
 }
 
 func (h *harness) events() []string {
 	h.t.Helper()
-	var list corev1.EventList
-	if err := k8s.List(context.Background(), &list, client.InNamespace(h.ns)); err != nil {
-		h.t.Fatal(err)
-	}
-	var out []string
-	for _, e := range list.Items {
-		out = append(out, e.Reason+": "+e.Message)
-	}
-	return out
+	return th.Events(h.tb(), k8s, h.ns)
+}
+
+// reconciled is how many reconciles of an AssumedRole of the test's namespace have finished.
+func (h *harness) reconciled(name string) int { return h.reconciledIn(h.ns, name) }
+
+func (h *harness) reconciledIn(ns, name string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.reconciles[client.ObjectKey{Namespace: ns, Name: name}]
+}
+
+// waitReconciled waits until a reconcile of name finishes after the count was seen at before:
+// the positive signal that the operator looked at the AssumedRole again.
+func (h *harness) waitReconciled(name string, before int, timeout time.Duration) {
+	h.t.Helper()
+	h.eventually(timeout, fmt.Sprintf("a reconcile of %s after the %d so far", name, before), func() bool { return h.reconciled(name) > before })
+}
+
+// poke changes an annotation the operator ignores and waits until a reconcile of name that
+// started after the change has finished: from then on, whatever the operator was going to do
+// about the state the test sees has been done, and "nothing happened" can be asserted.
+func (h *harness) poke(name string) { h.pokeIn(h.ns, name) }
+
+func (h *harness) pokeIn(ns, name string) {
+	h.t.Helper()
+	sent := time.Now()
+	th.Annotate(h.tb(), k8s, ns, name, "test.rolekeeper.io/poke", sent.Format(time.RFC3339Nano))
+	key := client.ObjectKey{Namespace: ns, Name: name}
+	h.eventually(20*time.Second, "a reconcile of "+key.String()+" after the poke", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.lastStart[key].After(sent)
+	})
+}
+
+// recorded counts the events with the given reason the reconciler has sent, delivered or not.
+func (h *harness) recorded(reason string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sent[reason]
+}
+
+// countingRecorder counts the events the reconciler sends before handing them on.
+type countingRecorder struct {
+	events.EventRecorder
+	h *harness
+}
+
+func (c countingRecorder) Eventf(regarding, related runtime.Object, typ, reason, action, note string, args ...any) {
+	c.h.mu.Lock()
+	c.h.sent[reason]++
+	c.h.mu.Unlock()
+	c.EventRecorder.Eventf(regarding, related, typ, reason, action, note, args...)
+}
+
+// countingReader counts the reads the reconciler makes past its cache.
+type countingReader struct {
+	client.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	c.n.Add(1)
+	return c.Reader.Get(ctx, key, obj, opts...)
+}
+
+func (c countingReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	c.n.Add(1)
+	return c.Reader.List(ctx, list, opts...)
 }
 
 // configController lets each test run its own manager with the same controller name.
 func configController() ctrlconfig.Controller {
 	return ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}
+}
+
+func relabel(t *testing.T, ns string, labels map[string]string) {
+	t.Helper()
+	var n corev1.Namespace
+	if err := k8s.Get(context.Background(), client.ObjectKey{Name: ns}, &n); err != nil {
+		t.Fatal(err)
+	}
+	n.Labels = labels
+	if err := k8s.Update(context.Background(), &n); err != nil {
+		t.Fatal(err)
+	}
 }

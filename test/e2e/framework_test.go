@@ -6,19 +6,18 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -184,25 +183,17 @@ func tail(s string, lines int) string { return harness.Tail(s, lines) }
 // namespace creates a namespace for one test.
 func namespace(t *testing.T, name string) string {
 	t.Helper()
-	if err := admin.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
-		t.Fatal(err)
-	}
-	return name
+	return harness.Namespace(t, admin, name, nil)
 }
 
 func allowAll(t *testing.T, ns string) {
 	t.Helper()
-	p := &rkv1.AssumedRolePolicy{ObjectMeta: metav1.ObjectMeta{Name: "e2e-" + ns}, Spec: rkv1.AssumedRolePolicySpec{Namespaces: []string{ns}, AllowedRoleArns: []string{"*"}}}
-	if err := admin.Create(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
+	harness.AllowAll(t, admin, ns)
 }
 
 func create(t *testing.T, ar *rkv1.AssumedRole) {
 	t.Helper()
-	if err := admin.Create(context.Background(), ar); err != nil {
-		t.Fatal(err)
-	}
+	harness.Create(t, admin, ar)
 }
 
 func get(t *testing.T, ns, name string) *rkv1.AssumedRole {
@@ -210,7 +201,10 @@ func get(t *testing.T, ns, name string) *rkv1.AssumedRole {
 	return harness.AssumedRole(t, admin, ns, name)
 }
 
-func secret(_ *testing.T, ns, name string) *corev1.Secret { return harness.Secret(admin, ns, name) }
+func secret(t *testing.T, ns, name string) *corev1.Secret {
+	t.Helper()
+	return harness.Secret(t, admin, ns, name)
+}
 
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -223,10 +217,44 @@ func waitReady(t *testing.T, ns, name string, timeout time.Duration) *rkv1.Assum
 }
 
 func cond(ar *rkv1.AssumedRole, typ string) metav1.Condition {
-	if c := meta.FindStatusCondition(ar.Status.Conditions, typ); c != nil {
+	if c := harness.Condition(ar, typ); c != nil {
 		return *c
 	}
 	return metav1.Condition{}
+}
+
+// withMetrics adds a plain-HTTP metrics address to an operator's arguments and returns the URL
+// to scrape.
+func withMetrics(args ...string) ([]string, string) {
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
+	return append(args, "--metrics-bind-address="+addr), "http://" + addr + "/metrics"
+}
+
+// drained waits until the operator behind url has finished at least n reconciles of AssumedRoles
+// and has none queued or running: everything it was given so far it has looked at and acted on.
+// Reconciles waiting for a later time (a renewal, a backoff) are not queued.
+func drained(t *testing.T, url string, n int) {
+	t.Helper()
+	eventually(t, 60*time.Second, fmt.Sprintf("%d reconciles and an empty queue at %s", n, url), func() bool {
+		done, busy, err := reconcileState(url)
+		return err == nil && done >= n && !busy
+	})
+}
+
+// reconcileState is how many reconciles of AssumedRoles the operator behind url has finished, and
+// whether any is queued or running.
+func reconcileState(url string) (done int, busy bool, err error) {
+	m, err := scrape(url)
+	if err != nil {
+		return 0, false, err
+	}
+	for k, v := range m {
+		if strings.HasPrefix(k, `controller_runtime_reconcile_total{controller="assumedrole",`) {
+			done += int(v)
+		}
+	}
+	busy = m[`workqueue_depth{controller="assumedrole",name="assumedrole"}`] > 0 || m[`controller_runtime_active_workers{controller="assumedrole"}`] > 0
+	return done, busy, nil
 }
 
 // emu calls the emulator's control API.

@@ -273,7 +273,7 @@ func TestKillMidRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(1500 * time.Millisecond)
+	eventually(t, 30*time.Second, "the three rotations in flight", func() bool { return emulator.InFlight(t) >= len(rotated) })
 	op.Kill()
 	if !op.Exited() {
 		t.Fatal("the operator survived SIGKILL")
@@ -283,8 +283,9 @@ func TestKillMidRotation(t *testing.T) {
 		creds(t, ns, n)
 	}
 	emu(t, http.MethodPost, "/_ststest/latency?d=0s", nil)
-	time.Sleep(2 * time.Second) // the killed calls finish at the emulator
-	operator(t, replicaA, stsURL, args...)
+	eventually(t, 30*time.Second, "the killed calls answered", func() bool { return emulator.InFlight(t) == 0 })
+	restarted, metrics := withMetrics(args...)
+	operator(t, replicaA, stsURL, restarted...)
 
 	for _, n := range rotated {
 		eventually(t, 90*time.Second, n+" rotated", func() bool {
@@ -292,7 +293,7 @@ func TestKillMidRotation(t *testing.T) {
 			return s != nil && s.Annotations[rkv1.AnnotationRotate] == "kill-test" && cond(get(t, ns, n), rkv1.ConditionReady).Status == metav1.ConditionTrue
 		})
 	}
-	time.Sleep(3 * time.Second)
+	drained(t, metrics, len(names)) // the restarted operator has looked at every AssumedRole
 	after := calls(t)
 	for _, n := range names {
 		creds(t, ns, n)
@@ -350,8 +351,15 @@ func TestLeaderElectionFailover(t *testing.T) {
 	const lease, retry = 8 * time.Second, time.Second
 	args := []string{"--watch-namespaces=" + ns, "--leader-elect", "--leader-election-id=e2e-leader",
 		"--leader-election-lease-duration=" + lease.String(), "--leader-election-renew-deadline=6s", "--leader-election-retry-period=" + retry.String()}
+	holder := func() string {
+		var lease coordinationv1.Lease
+		if err := admin.Get(context.Background(), client.ObjectKey{Namespace: "rolekeeper-system", Name: "e2e-leader"}, &lease); err != nil {
+			return ""
+		}
+		return ptr.Deref(lease.Spec.HolderIdentity, "")
+	}
 	a := operator(t, replicaA, stsURL, args...)
-	time.Sleep(3 * time.Second) // let replica A win the first election
+	eventually(t, 30*time.Second, "replica A leading", func() bool { return holder() != "" })
 	b := operator(t, replicaB, stsURL, args...)
 	create(t, role(ns, "app", func(ar *rkv1.AssumedRole) { ar.Spec.AssumeRole.DurationSeconds = ptr.To[int32](900) })) // 30 s
 	waitReady(t, ns, "app", 60*time.Second)
@@ -373,13 +381,6 @@ func TestLeaderElectionFailover(t *testing.T) {
 	leader, follower, followerKey := a, b, replicaB.AccessKeyID
 	if used[replicaB.AccessKeyID] > 0 {
 		leader, follower, followerKey = b, a, replicaA.AccessKeyID
-	}
-	holder := func() string {
-		var lease coordinationv1.Lease
-		if err := admin.Get(context.Background(), client.ObjectKey{Namespace: "rolekeeper-system", Name: "e2e-leader"}, &lease); err != nil {
-			return ""
-		}
-		return ptr.Deref(lease.Spec.HolderIdentity, "")
 	}
 	oldHolder := holder()
 	killed := time.Now()
@@ -404,7 +405,8 @@ func TestLeaderElectionFailover(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	ns := namespace(t, "bad-input")
 	allowAll(t, ns)
-	operator(t, replicaA, stsURL, "--watch-namespaces="+ns, "--leader-elect", "--leader-election-id=e2e-bad")
+	args, metrics := withMetrics("--watch-namespaces="+ns, "--leader-elect", "--leader-election-id=e2e-bad")
+	operator(t, replicaA, stsURL, args...)
 	refused := map[string]string{
 		"roleArn: arn:aws:iam::111122223333:user/bob":                                                      "roleArn must be an IAM role ARN",
 		"roleArn: arn:aws:iam::111122223333:role/x\n    durationSeconds: 60":                               "spec.assumeRole.durationSeconds",
@@ -440,10 +442,22 @@ func TestBadInput(t *testing.T) {
 		}
 	}
 	waitReady(t, ns, "fine", 30*time.Second)
-	time.Sleep(3 * time.Second)
+	// A further reconcile of each refused AssumedRole, in which a hot loop would call again.
+	done, _, err := reconcileState(metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"denied", "malformed"} {
+		ar := get(t, ns, name)
+		ar.Annotations = map[string]string{"test.rolekeeper.io/poke": "1"}
+		if err := admin.Update(context.Background(), ar); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drained(t, metrics, done+2)
 	all := calls(t)
 	if n := callsFor(all, ns, "denied") + callsFor(all, ns, "malformed"); n != 2 {
-		t.Errorf("%d calls for the two refused AssumedRoles, want one each (no hot loop)", n)
+		t.Errorf("%d calls for the two refused AssumedRoles after a further reconcile of each, want one each (no hot loop)", n)
 	}
 }
 

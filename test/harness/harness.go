@@ -1,6 +1,8 @@
-// Package harness holds what the end-to-end suites (test/e2e, test/node) share beyond the
-// processes of test/cluster: waiting for a condition, reading AssumedRoles and Secrets, and the
-// STS emulator process with its control API.
+// Package harness holds what every suite that runs the operator against an API server shares:
+// the integration tests of controllers/ (envtest, the reconciler in-process) and the end-to-end
+// suites (test/e2e, test/node): creating and reading AssumedRoles, Secrets, policies and events,
+// waiting for a condition, counting the STS calls of an AssumedRole, and the STS emulator as a
+// process with its control API. Every helper fails the test on an error it did not expect.
 package harness
 
 import (
@@ -11,11 +13,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -25,7 +29,7 @@ import (
 	"github.com/rolekeeper/rolekeeper/test/cluster"
 )
 
-// Eventually polls cond every 250 ms and fails the test when it does not hold within timeout.
+// Eventually polls cond every 100 ms and fails the test when it does not hold within timeout.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -33,7 +37,7 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
-		time.Sleep(250 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -46,6 +50,23 @@ func Tail(s string, lines int) string {
 	return strings.Join(parts, "\n")
 }
 
+// Create creates obj and fails the test when it cannot.
+func Create(t testing.TB, c client.Client, obj client.Object) {
+	t.Helper()
+	if err := c.Create(context.Background(), obj); err != nil {
+		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
+	}
+}
+
+// Namespace creates a namespace with labels, deleted when the test ends.
+func Namespace(t testing.TB, c client.Client, name string, labels map[string]string) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	Create(t, c, ns)
+	t.Cleanup(func() { _ = c.Delete(context.Background(), ns) })
+	return name
+}
+
 // AssumedRole reads an AssumedRole and fails the test when it cannot.
 func AssumedRole(t testing.TB, c client.Client, ns, name string) *rkv1.AssumedRole {
 	t.Helper()
@@ -56,27 +77,100 @@ func AssumedRole(t testing.TB, c client.Client, ns, name string) *rkv1.AssumedRo
 	return ar
 }
 
-// Secret returns the Secret, or nil when it cannot be read.
-func Secret(c client.Client, ns, name string) *corev1.Secret {
+// Secret reads a Secret: nil when it does not exist; any other error fails the test.
+func Secret(t testing.TB, c client.Client, ns, name string) *corev1.Secret {
+	t.Helper()
 	s := &corev1.Secret{}
-	if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
+	err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, s)
+	if apierrors.IsNotFound(err) {
 		return nil
 	}
+	if err != nil {
+		t.Fatal(err)
+	}
 	return s
+}
+
+// Annotate sets one annotation on an AssumedRole.
+func Annotate(t testing.TB, c client.Client, ns, name, key, value string) {
+	t.Helper()
+	ar := AssumedRole(t, c, ns, name)
+	if ar.Annotations == nil {
+		ar.Annotations = map[string]string{}
+	}
+	ar.Annotations[key] = value
+	if err := c.Update(context.Background(), ar); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Policy creates a cluster-scoped AssumedRolePolicy, deleted when the test ends.
+func Policy(t testing.TB, c client.Client, name string, spec rkv1.AssumedRolePolicySpec) {
+	t.Helper()
+	p := &rkv1.AssumedRolePolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
+	Create(t, c, p)
+	t.Cleanup(func() { _ = c.Delete(context.Background(), p) })
+}
+
+// AllowAll lets namespace ns assume every role.
+func AllowAll(t testing.TB, c client.Client, ns string) {
+	t.Helper()
+	Policy(t, c, "allow-"+ns, rkv1.AssumedRolePolicySpec{Namespaces: []string{ns}, AllowedRoleArns: []string{"*"}})
+}
+
+// Condition is the AssumedRole's condition of type typ, nil when it has none.
+func Condition(ar *rkv1.AssumedRole, typ string) *metav1.Condition {
+	return meta.FindStatusCondition(ar.Status.Conditions, typ)
+}
+
+// WaitCondition waits until the AssumedRole has condition typ with status (and reason, when not
+// empty) for its current generation.
+func WaitCondition(t testing.TB, c client.Client, ns, name, typ string, status metav1.ConditionStatus, reason string, timeout time.Duration) *rkv1.AssumedRole {
+	t.Helper()
+	ar := &rkv1.AssumedRole{}
+	Eventually(t, timeout, fmt.Sprintf("%s/%s %s=%s (%s)", ns, name, typ, status, reason), func() bool {
+		if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, ar); err != nil {
+			if !apierrors.IsNotFound(err) {
+				t.Fatal(err)
+			}
+			return false
+		}
+		cond := Condition(ar, typ)
+		return cond != nil && cond.Status == status && (reason == "" || cond.Reason == reason) && cond.ObservedGeneration == ar.Generation
+	})
+	return ar
 }
 
 // WaitReady waits until the AssumedRole exists and is Ready for its current generation.
 func WaitReady(t testing.TB, c client.Client, ns, name string, timeout time.Duration) *rkv1.AssumedRole {
 	t.Helper()
-	ar := &rkv1.AssumedRole{}
-	Eventually(t, timeout, ns+"/"+name+" Ready", func() bool {
-		if c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, ar) != nil {
-			return false
+	return WaitCondition(t, c, ns, name, rkv1.ConditionReady, metav1.ConditionTrue, "", timeout)
+}
+
+// Events are the events of namespace ns, each "reason: message".
+func Events(t testing.TB, c client.Client, ns string) []string {
+	t.Helper()
+	var list corev1.EventList
+	if err := c.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]string, 0, len(list.Items))
+	for _, e := range list.Items {
+		out = append(out, e.Reason+": "+e.Message)
+	}
+	return out
+}
+
+// EventCount counts the events of namespace ns with the given reason.
+func EventCount(t testing.TB, c client.Client, ns, reason string) int {
+	t.Helper()
+	n := 0
+	for _, e := range Events(t, c, ns) {
+		if strings.HasPrefix(e, reason+": ") {
+			n++
 		}
-		cond := meta.FindStatusCondition(ar.Status.Conditions, rkv1.ConditionReady)
-		return cond != nil && cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == ar.Generation
-	})
-	return ar
+	}
+	return n
 }
 
 // Emulator is the STS emulator (hack/ststest) running as a process.
@@ -122,6 +216,16 @@ func (e *Emulator) Control(t testing.TB, method, path string, body any) []byte {
 		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, out.String())
 	}
 	return out.Bytes()
+}
+
+// InFlight is how many requests the emulator is answering now, delayed ones included.
+func (e *Emulator) InFlight(t testing.TB) int {
+	t.Helper()
+	n, err := strconv.Atoi(string(e.Control(t, http.MethodGet, "/_ststest/in-flight", nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // Calls are the calls the emulator recorded.

@@ -405,7 +405,10 @@ func waitReady(t *testing.T, ns, name string, timeout time.Duration) *rkv1.Assum
 }
 
 // secret returns the Secret, or nil when it does not exist.
-func secret(_ *testing.T, ns, name string) *corev1.Secret { return harness.Secret(admin, ns, name) }
+func secret(t *testing.T, ns, name string) *corev1.Secret {
+	t.Helper()
+	return harness.Secret(t, admin, ns, name)
+}
 
 func calls(t *testing.T) []ststest.Call {
 	t.Helper()

@@ -2,6 +2,7 @@ package ststest
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -23,6 +24,7 @@ import (
 //	POST /_ststest/profile         (body: RolesAnywhereProfile JSON) set a Roles Anywhere profile
 //	POST /_ststest/revoke?serial=<hex>&on=true|false                 revoke a certificate by configuration
 //	GET  /_ststest/calls                                             calls as JSON
+//	GET  /_ststest/in-flight                                         requests being answered now
 func (s *Server) ControlHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /_ststest/fail", func(w http.ResponseWriter, r *http.Request) {
@@ -107,6 +109,9 @@ func (s *Server) ControlHandler() http.Handler {
 		s.ClearFaults()
 		s.SetDown(false)
 		s.SetLatency(0)
+	})
+	mux.HandleFunc("GET /_ststest/in-flight", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = fmt.Fprint(w, s.InFlight())
 	})
 	mux.HandleFunc("GET /_ststest/calls", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -18,6 +18,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -175,6 +176,8 @@ type Server struct {
 	anywhere   rolesAnywhere
 	latency    time.Duration
 	down       bool
+	// inFlight counts the requests being answered, delayed ones included.
+	inFlight atomic.Int64
 
 	http *httptest.Server
 	// URL is the base URL while started.
@@ -300,6 +303,9 @@ func (s *Server) SetDown(down bool) {
 	s.down = down
 }
 
+// InFlight is how many requests the emulator is answering now, those held by SetLatency included.
+func (s *Server) InFlight() int { return int(s.inFlight.Load()) }
+
 // Calls returns a copy of every call answered so far.
 func (s *Server) Calls() []Call {
 	s.mu.Lock()
@@ -358,6 +364,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
+	s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
 	if latency > 0 {
 		time.Sleep(latency)
 	}
