@@ -3,7 +3,7 @@
 # the CNI plugins (bridge, host-local, loopback in /usr/lib/cni), iproute2 for the suite's
 # network namespace, iptables for kube-proxy,
 # busybox-static for the consumer image's shell and cat, and the CA bundle the image carries.
-# Does nothing when they are all there.
+# Does nothing when they are all there; with --list, only prints the missing packages.
 set -euo pipefail
 need=()
 command -v containerd >/dev/null || need+=(containerd)
@@ -13,6 +13,10 @@ command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || need+=(iptables)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+if [ "${1:-}" = --list ]; then
+  echo "${need[@]}"
+  exit 0
+fi
 [ ${#need[@]} -gt 0 ] || exit 0
 echo "== installing ${need[*]} (Debian)" >&2
 apt-get update -qq
