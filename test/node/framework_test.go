@@ -22,6 +22,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -371,13 +372,14 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 
 func tail(s string, lines int) string { return harness.Tail(s, lines) }
 
-// namespace creates a namespace for one test with an AssumedRolePolicy that allows every role in
-// it, and deletes both when the test ends.
+// namespace creates a namespace for one test (or takes the one the test made before installing
+// into it) with an AssumedRolePolicy that allows every role in it, and deletes both when the test
+// ends.
 func namespace(t *testing.T, name string) string {
 	t.Helper()
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if err := admin.Create(ctx, ns); err != nil {
+	if err := admin.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	policy := &rkv1.AssumedRolePolicy{ObjectMeta: metav1.ObjectMeta{Name: "node-" + name}, Spec: rkv1.AssumedRolePolicySpec{Namespaces: []string{name}, AllowedRoleArns: []string{"*"}}}

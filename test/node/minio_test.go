@@ -41,6 +41,8 @@ func TestMinIOFromPods(t *testing.T) {
 	}
 	const release, ns = "rolekeeper-minio", "minio"
 	operatorIdentitySecret(t, release, user)
+	// The chart grants its rights by Roles in the watched namespace, so that exists first.
+	apply(t, "apiVersion: v1\nkind: Namespace\nmetadata: {name: "+ns+"}\n")
 	helm(t, "install", release, "charts/rolekeeper", "-n", release, "--set", "image.tag="+operatorTag, "-f", helmValues(t, m.URL),
 		"--set", "replicaCount=1", "--set", "operator.watchNamespaces={"+ns+"}", "--wait", "--timeout", "3m")
 	t.Cleanup(func() { _, _ = runErr(os.Getenv("HELM_BIN"), "uninstall", release, "-n", release, "--wait") })

@@ -7,9 +7,11 @@
 //	error <message>
 //
 // The hash tells rotations apart in the log without printing any part of a credential.
-// The endpoint comes from AWS_ENDPOINT_URL_STS (the STS emulator). It keeps an expiry window as the
-// README advises for aws-sdk-go-v2 (EXPIRY_WINDOW, default 1m) and never retries, so every failure
-// shows. INTERVAL is the time between calls (default 500ms). With S3_BUCKET set it writes an object
+// The endpoint comes from AWS_ENDPOINT_URL_STS (the STS emulator). With EXPIRY_WINDOW it keeps that
+// expiry window, as the README advises for aws-sdk-go-v2 with credential_process; without it the
+// configuration is exactly config.LoadDefaultConfig's (the container credentials endpoint, whose
+// window the SDK sets itself). It never retries, so every failure shows. INTERVAL is the time
+// between calls (default 500ms). With S3_BUCKET set it writes an object
 // to that bucket instead (path-style, for MinIO; the endpoint from AWS_ENDPOINT_URL_S3).
 package main
 
@@ -35,12 +37,16 @@ func main() {
 		os.Exit(2)
 	}
 	ctx := context.Background()
-	window, err := time.ParseDuration(env("EXPIRY_WINDOW", "1m"))
-	if err != nil {
-		fmt.Println("error EXPIRY_WINDOW:", err)
-		os.Exit(2)
+	var opts []func(*config.LoadOptions) error
+	if v := os.Getenv("EXPIRY_WINDOW"); v != "" {
+		window, err := time.ParseDuration(v)
+		if err != nil {
+			fmt.Println("error EXPIRY_WINDOW:", err)
+			os.Exit(2)
+		}
+		opts = append(opts, config.WithCredentialsCacheOptions(func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = window }))
 	}
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithCredentialsCacheOptions(func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = window }))
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		fmt.Println("error loading the configuration:", oneLine(err))
 		os.Exit(1)
@@ -51,11 +57,15 @@ func main() {
 	}
 	for {
 		what, err := call(ctx)
+		var creds aws.Credentials
+		if err == nil {
+			// The credentials the call was signed with, from the SDK's cache (with the container
+			// endpoint and short sessions the SDK asks it again).
+			creds, err = cfg.Credentials.Retrieve(ctx)
+		}
 		if err != nil {
 			fmt.Println("error", oneLine(err))
 		} else {
-			// The credentials the call was signed with, from the SDK's cache.
-			creds, _ := cfg.Credentials.Retrieve(ctx)
 			fmt.Printf("ok %s key:%s\n", what, keyHash(creds.AccessKeyID))
 		}
 		time.Sleep(interval)
