@@ -18,12 +18,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/rolekeeper/rolekeeper/controllers"
 	"github.com/rolekeeper/rolekeeper/pkg/credserver"
 	"github.com/rolekeeper/rolekeeper/pkg/memtrim"
+	"github.com/rolekeeper/rolekeeper/pkg/metricsauth"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
 	"github.com/rolekeeper/rolekeeper/webhooks"
 )
@@ -129,7 +129,7 @@ func (f *flags) metricsOptions() metricsserver.Options {
 	o := metricsserver.Options{BindAddress: f.metricsBindAddress}
 	if f.metricsSecure {
 		o.SecureServing = true
-		o.FilterProvider = filters.WithAuthenticationAndAuthorization
+		o.FilterProvider = metricsauth.Filter
 		o.CertDir = f.metricsCertDir
 		// HTTP/1.1 only: HTTP/2's rapid reset and stream cancellation (CVE-2023-44487,
 		// CVE-2023-39325) are not worth it for a scrape endpoint.

@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/rolekeeper/rolekeeper/pkg/memtrim"
 )
 
 // Defaults of the sidecar, shared with the injection (pkg/inject).
@@ -139,10 +141,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 const TrimAfter = 10 * time.Second
 
 // trim returns the free heap to the system, then drops the executable's clean pages from this
-// process (releaseStartupPages): what the next request needs comes back on first use.
+// process (memtrim.ReleaseCodePages): what the next request needs comes back on first use.
 func trim() {
 	debug.FreeOSMemory()
-	releaseStartupPages()
+	memtrim.ReleaseCodePages()
 }
 
 // tokenLen is the length of a token: 32 random bytes, base64url without padding.

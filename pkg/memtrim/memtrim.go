@@ -38,20 +38,27 @@ type Heap struct {
 }
 
 // Trimmer returns held heap memory to the system when, over one Interval, the process allocated
-// less than Quiet and holds more than Surplus beyond its live heap. It is a manager Runnable.
+// less than Quiet and holds more than Surplus beyond its live heap; and on the first quiet
+// Interval after work (start-up included) it drops the executable's pages from the process
+// (ReleaseCodePages), so that what stays resident is the code the process goes on running. It is
+// a manager Runnable.
 type Trimmer struct {
 	Interval time.Duration
 	Surplus  uint64
 	Quiet    uint64
-	// read and free are the runtime's metrics and debug.FreeOSMemory; tests replace them.
-	read func() Heap
-	free func()
-	last uint64 // Allocated at the previous look
+	// read, free and release are the runtime's metrics, debug.FreeOSMemory and
+	// ReleaseCodePages; tests replace them.
+	read    func() Heap
+	free    func()
+	release func()
+	last    uint64 // Allocated at the previous look
+	worked  bool   // an Interval was not quiet since the code pages were last released
 }
 
 // New returns a Trimmer with the defaults.
 func New() *Trimmer {
-	return &Trimmer{Interval: DefaultInterval, Surplus: DefaultSurplus, Quiet: DefaultQuiet, read: ReadHeap, free: debug.FreeOSMemory}
+	return &Trimmer{Interval: DefaultInterval, Surplus: DefaultSurplus, Quiet: DefaultQuiet,
+		read: ReadHeap, free: debug.FreeOSMemory, release: ReleaseCodePages, worked: true}
 }
 
 // Start looks at the heap every Interval until ctx ends.
@@ -70,17 +77,27 @@ func (t *Trimmer) Start(ctx context.Context) error {
 }
 
 // Trim collects and returns the heap when the process has been quiet since the last look and
-// holds enough beyond its live heap, and reports whether it did.
+// holds enough beyond its live heap, and reports whether it did. On the first quiet look after
+// work it also releases the code pages.
 func (t *Trimmer) Trim() bool {
 	h := t.read()
 	allocated := h.Allocated - t.last
 	t.last = h.Allocated
-	if allocated > t.Quiet || h.Held < h.Live+t.Surplus {
+	if allocated > t.Quiet {
+		t.worked = true
 		return false
 	}
-	t.free()
-	t.last = t.read().Allocated
-	return true
+	trimmed := false
+	if h.Held >= h.Live+t.Surplus {
+		t.free()
+		t.last = t.read().Allocated
+		trimmed = true
+	}
+	if t.worked && t.release != nil {
+		t.release()
+		t.worked = false
+	}
+	return trimmed
 }
 
 // NeedLeaderElection is false: every replica trims its own heap.

@@ -29,6 +29,30 @@ func TestTrimOnlyWhenQuietAndHoldingMuch(t *testing.T) {
 	}
 }
 
+// The code pages are released on the first quiet look after work, once: not again while the
+// process stays quiet, and again after the next burst.
+func TestCodePagesReleasedOncePerQuietSpell(t *testing.T) {
+	const mib = 1 << 20
+	heap := Heap{Held: 70 * mib, Live: 60 * mib} // never worth a collection
+	released := 0
+	tr := &Trimmer{Surplus: DefaultSurplus, Quiet: DefaultQuiet, worked: true,
+		read: func() Heap { return heap }, free: func() {}, release: func() { released++ }}
+	look := func(allocated uint64, want int) {
+		t.Helper()
+		heap.Allocated += allocated
+		tr.Trim()
+		if released != want {
+			t.Fatalf("after allocating %d MiB: %d releases, want %d", allocated/mib, released, want)
+		}
+	}
+	look(90*mib, 0) // start-up goes on
+	look(mib, 1)    // quiet: released
+	look(mib, 1)    // still quiet: nothing more
+	look(0, 1)
+	look(50*mib, 1) // a burst
+	look(2*mib, 2)  // quiet again: released
+}
+
 // On the real runtime the garbage of a burst is handed back: after a trim the heap holds little
 // beyond what is live.
 func TestTrimReturnsABurstsGarbage(t *testing.T) {

@@ -1,6 +1,6 @@
 //go:build linux
 
-package credserver
+package memtrim
 
 import (
 	"bufio"
@@ -11,13 +11,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// releaseStartupPages drops from this process's page tables the pages of its own executable's
+// ReleaseCodePages drops from this process's page tables the pages of its own executable's
 // read-only segments (code, constants, the function table). Start-up touches most of them: every
-// package of the operator's binary runs its initialisation, although the sidecar uses little of
-// it, and the kernel maps 64 KiB around every page touched. The pages are clean copies of the
-// file, shared through the page cache with every other process running the image, so nothing is
-// lost: the ones a request needs come back on first use. Writable segments are left alone.
-func releaseStartupPages() {
+// package of the binary runs its initialisation, and the kernel maps 64 KiB around every page
+// touched, so a process that has run once holds nearly all of its executable although it keeps
+// using a fraction. The pages are clean copies of the file, shared through the page cache with
+// every other process running the image, so nothing is lost: the ones the process needs come back
+// on first use, as a minor fault. Writable segments are left alone.
+func ReleaseCodePages() {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
 		return

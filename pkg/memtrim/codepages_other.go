@@ -1,0 +1,6 @@
+//go:build !linux
+
+package memtrim
+
+// ReleaseCodePages does nothing outside Linux.
+func ReleaseCodePages() {}
