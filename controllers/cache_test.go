@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 	"time"
+	"unsafe"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,11 +26,14 @@ func TestCacheHoldsOnlyWhatTheOperatorReads(t *testing.T) {
 	h := newHarness(t, ststest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ar := &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: h.ns}, Spec: roleSpec("arn:aws:iam::111122223333:role/app", 900)}
+	lastApplied := map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"apiVersion":"rolekeeper.io/v1alpha1","kind":"AssumedRole"}`, "team": "payments"}
+	ar := &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: h.ns, Annotations: lastApplied}, Spec: roleSpec("arn:aws:iam::111122223333:role/app", 900)}
+	ar2 := &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Name: "app2", Namespace: h.ns, Annotations: lastApplied}, Spec: roleSpec("arn:aws:iam::111122223333:role/app", 900)}
 	data := map[string][]byte{"AWS_ACCESS_KEY_ID": []byte("ASIAEXAMPLE000000001"), "AWS_SESSION_TOKEN": []byte("IQoJb3JpZ2luX2VjEXAMPLE"), "AWS_CREDENTIAL_EXPIRATION": []byte("2026-12-01T13:00:00Z")}
 	owned := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: h.ns, Labels: map[string]string{rkv1.LabelAssumedRole: "app"}}, Data: data}
+	owned2 := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "app2", Namespace: h.ns, Labels: map[string]string{rkv1.LabelAssumedRole: "app2"}}, Data: data}
 	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: h.ns}}
-	for _, o := range []client.Object{ar, owned, other} {
+	for _, o := range []client.Object{ar, ar2, owned, owned2, other} {
 		if err := k8s.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
@@ -69,6 +73,40 @@ func TestCacheHoldsOnlyWhatTheOperatorReads(t *testing.T) {
 	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(other), &corev1.Secret{}); err == nil {
 		t.Errorf("an unlabelled Secret is in the cache")
+	}
+
+	// AssumedRoles lose the last-applied copy of themselves, nothing else; what cached objects
+	// have in common they hold once.
+	cachedAR, cachedAR2 := &rkv1.AssumedRole{}, &rkv1.AssumedRole{}
+	cached2 := &corev1.Secret{}
+	for o, key := range map[client.Object]client.Object{cachedAR: ar, cachedAR2: ar2, cached2: owned2} {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(key), o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, kept := cachedAR.Annotations["kubectl.kubernetes.io/last-applied-configuration"]; kept || cachedAR.Annotations["team"] != "payments" || cachedAR.Spec.AssumeRole.RoleArn != ar.Spec.AssumeRole.RoleArn {
+		t.Errorf("cached AssumedRole annotations %v, spec %+v", cachedAR.Annotations, cachedAR.Spec.AssumeRole)
+	}
+	same := func(what, a, b string) {
+		if a != b || unsafe.StringData(a) != unsafe.StringData(b) {
+			t.Errorf("%s: %q and %q are held twice", what, a, b)
+		}
+	}
+	same("the namespace of two Secrets", cached.Namespace, cached2.Namespace)
+	same("the namespace of a Secret and an AssumedRole", cached.Namespace, cachedAR.Namespace)
+	for k := range cached.Data {
+		for k2 := range cached2.Data {
+			if k == k2 {
+				same("a data key", k, k2)
+			}
+		}
+	}
+	for k := range cachedAR.Annotations {
+		for k2 := range cachedAR2.Annotations {
+			if k == k2 {
+				same("an annotation key", k, k2)
+			}
+		}
 	}
 }
 

@@ -27,7 +27,7 @@ import (
 // +kubebuilder:rbac:groups=rolekeeper.io,resources=clusterassumedroles,verbs=get;list;watch
 // +kubebuilder:rbac:groups=rolekeeper.io,resources=clusterassumedroles/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=rolekeeper.io,resources=clusterassumedroles/finalizers,verbs=update
-// +kubebuilder:rbac:groups=rolekeeper.io,resources=assumedroles,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=rolekeeper.io,resources=assumedroles,verbs=get;list;watch;create;patch;delete
 
 // ClusterAssumedRoleReconciler keeps one AssumedRole per selected namespace for each
 // ClusterAssumedRole, and reports how they are doing. It never calls AWS: each AssumedRole is
@@ -180,7 +180,10 @@ func (r *ClusterAssumedRoleReconciler) ensure(ctx context.Context, car *rkv1.Clu
 	if equality.Semantic.DeepEqual(cur.Spec, want.Spec) && equality.Semantic.DeepEqual(cur.Labels, want.Labels) && equality.Semantic.DeepEqual(cur.Annotations, want.Annotations) {
 		return cur, nil
 	}
-	if err := r.Update(ctx, want); err != nil {
+	// A patch of what differs, not an update: the cache's copy lacks what it does not keep (the
+	// last-applied annotation), which an update would remove. The resource version makes it
+	// fail like an update when the AssumedRole changed meanwhile.
+	if err := r.Patch(ctx, want, client.MergeFromWithOptions(cur, client.MergeFromWithOptimisticLock{})); err != nil {
 		return nil, fmt.Errorf("updating AssumedRole %s/%s: %w", ns, car.Name, err)
 	}
 	return want, nil

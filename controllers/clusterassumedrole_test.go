@@ -90,12 +90,19 @@ func TestClusterAssumedRoleFanOut(t *testing.T) {
 		assertSessions(t, h.sts, map[string]int{nsA: 1, nsB: 1, nsC: 0})
 	})
 	h.phase("a child edited by hand is put back to the template", func(t *testing.T) {
+		// As kubectl apply would: the last-applied annotation, which the cache does not keep,
+		// must survive the repair.
 		b := h.getIn(nsB, name)
 		b.Spec.AssumeRole.DurationSeconds = ptr.To[int32](900)
+		const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+		b.Annotations = map[string]string{lastApplied: `{"spec":{"assumeRole":{"durationSeconds":900}}}`}
 		if err := k8s.Update(context.Background(), b); err != nil {
 			t.Fatal(err)
 		}
 		h.eventually(20*time.Second, "the template restored in "+nsB, func() bool { return h.getIn(nsB, name).Spec.AssumeRole.DurationSeconds == nil })
+		if got := h.getIn(nsB, name).Annotations[lastApplied]; got == "" {
+			t.Error("repairing the AssumedRole removed its last-applied annotation")
+		}
 	})
 	h.phase("namespaces relabelled in and out", func(t *testing.T) {
 		relabel(t, nsD, in)

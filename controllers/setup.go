@@ -4,15 +4,12 @@ import (
 	"context"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/selection"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -21,7 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
-	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 )
 
 // sourceIndex indexes AssumedRoles by the name of their spec.source.assumedRoleRef.
@@ -155,80 +151,4 @@ func (r *AssumedRoleReconciler) dependentsOf(ctx context.Context, namespace, sou
 		return nil
 	}
 	return requests(&list)
-}
-
-// annotationCachedDigest is set on the cache's copy of a Secret, never on the Secret: the
-// digest of the data it had, whose values the cache does not keep.
-const annotationCachedDigest = "rolekeeper.io/cached-data-digest"
-
-// compactSecret is what the cache keeps of an owned Secret: its metadata (without managed
-// fields), its type, the names of its keys and its credentials' expiry; of its values only a
-// digest. The credentials are the bulk of a Secret (the session token is in it twice or three
-// times: the key, the credentials file, credential_process.json), and no decision needs them:
-// the operator compares the digest with the one it recorded when it wrote the Secret, and reads
-// the Secret past the cache on the rare paths that need its values (a repair, a chain's source).
-func compactSecret(obj any) (any, error) {
-	s, ok := obj.(*corev1.Secret)
-	if !ok {
-		return obj, nil
-	}
-	s.ManagedFields = nil
-	if compacted(s) {
-		return s, nil // the informer may hand an object it already holds back to the transform
-	}
-	if s.Annotations == nil {
-		s.Annotations = map[string]string{}
-	}
-	s.Annotations[annotationCachedDigest] = secretdata.DataDigest(s.Data)
-	keys := make(map[string][]byte, len(s.Data))
-	for k, v := range s.Data {
-		if k == secretdata.KeyCredentialExpiration {
-			keys[secretdata.KeyCredentialExpiration] = v
-			continue
-		}
-		keys[k] = nil
-	}
-	s.Data = keys
-	return s, nil
-}
-
-// compacted reports whether compactSecret made s: its values are nil, which no Secret read from
-// the API server has (an empty value decodes to an empty, not a nil, slice).
-func compacted(s *corev1.Secret) bool {
-	if _, ok := s.Annotations[annotationCachedDigest]; !ok {
-		return false
-	}
-	for k, v := range s.Data {
-		if v != nil && k != secretdata.KeyCredentialExpiration {
-			return false
-		}
-	}
-	return true
-}
-
-// CacheOptions caches only the Secrets the operator owns (labelled rolekeeper.io/assumed-role),
-// and of those only what compactSecret keeps: caching every Secret in a cluster costs memory in
-// proportion to all of them. Cached objects
-// drop their managed fields, which the operator never reads: they are a large part of each
-// object, and would be held for every AssumedRole and Secret and copied on every read. (An
-// update of a cached object leaves them unchanged: nil means no change.) With namespaces,
-// namespaced objects are watched only there.
-func CacheOptions(namespaces []string) cache.Options {
-	owned, err := labels.NewRequirement(rkv1.LabelAssumedRole, selection.Exists, nil)
-	if err != nil {
-		panic(err) // a constant, valid requirement
-	}
-	opts := cache.Options{
-		DefaultTransform: cache.TransformStripManagedFields(),
-		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.NewSelector().Add(*owned), Transform: compactSecret},
-		},
-	}
-	if len(namespaces) > 0 {
-		opts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range namespaces {
-			opts.DefaultNamespaces[ns] = cache.Config{}
-		}
-	}
-	return opts
 }

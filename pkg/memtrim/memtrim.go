@@ -37,11 +37,12 @@ type Heap struct {
 	Allocated uint64
 }
 
-// Trimmer returns held heap memory to the system when, over one Interval, the process allocated
-// less than Quiet and holds more than Surplus beyond its live heap; and on the first quiet
-// Interval after work (start-up included) it drops the executable's pages from the process
-// (ReleaseCodePages), so that what stays resident is the code the process goes on running. It is
-// a manager Runnable.
+// Trimmer acts when, over one Interval, the process allocated less than Quiet. On the first such
+// Interval after work (start-up included) it collects, returns the free heap to the system and
+// drops the executable's pages from the process (ReleaseCodePages), so that what stays resident
+// is what is live and the code the process goes on running. While the process stays quiet it
+// collects again only once it holds more than Surplus beyond its live heap (a trickle of work
+// adds up). It is a manager Runnable.
 type Trimmer struct {
 	Interval time.Duration
 	Surplus  uint64
@@ -77,8 +78,8 @@ func (t *Trimmer) Start(ctx context.Context) error {
 }
 
 // Trim collects and returns the heap when the process has been quiet since the last look and
-// holds enough beyond its live heap, and reports whether it did. On the first quiet look after
-// work it also releases the code pages.
+// either worked before it or holds enough beyond its live heap, and reports whether it did. On
+// the first quiet look after work it also releases the code pages.
 func (t *Trimmer) Trim() bool {
 	h := t.read()
 	allocated := h.Allocated - t.last
@@ -87,17 +88,16 @@ func (t *Trimmer) Trim() bool {
 		t.worked = true
 		return false
 	}
-	trimmed := false
-	if h.Held >= h.Live+t.Surplus {
-		t.free()
-		t.last = t.read().Allocated
-		trimmed = true
+	if !t.worked && h.Held < h.Live+t.Surplus {
+		return false
 	}
+	t.free()
+	t.last = t.read().Allocated
 	if t.worked && t.release != nil {
 		t.release()
-		t.worked = false
 	}
-	return trimmed
+	t.worked = false
+	return true
 }
 
 // NeedLeaderElection is false: every replica trims its own heap.

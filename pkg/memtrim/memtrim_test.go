@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// Trim collects only once the process is quiet and holds much more heap than it uses.
+// While the process stays quiet, Trim collects only once it holds much more heap than it uses.
 func TestTrimOnlyWhenQuietAndHoldingMuch(t *testing.T) {
 	const mib = 1 << 20
 	cases := map[string]struct {
@@ -29,28 +29,28 @@ func TestTrimOnlyWhenQuietAndHoldingMuch(t *testing.T) {
 	}
 }
 
-// The code pages are released on the first quiet look after work, once: not again while the
-// process stays quiet, and again after the next burst.
-func TestCodePagesReleasedOncePerQuietSpell(t *testing.T) {
+// The first quiet look after work collects and releases the code pages, however little the heap
+// holds beyond what is live; later quiet looks do neither, until the next burst is over.
+func TestFirstQuietLookAfterWorkTrims(t *testing.T) {
 	const mib = 1 << 20
-	heap := Heap{Held: 70 * mib, Live: 60 * mib} // never worth a collection
-	released := 0
+	heap := Heap{Held: 70 * mib, Live: 60 * mib} // never worth a collection by itself
+	collected, released := 0, 0
 	tr := &Trimmer{Surplus: DefaultSurplus, Quiet: DefaultQuiet, worked: true,
-		read: func() Heap { return heap }, free: func() {}, release: func() { released++ }}
+		read: func() Heap { return heap }, free: func() { collected++ }, release: func() { released++ }}
 	look := func(allocated uint64, want int) {
 		t.Helper()
 		heap.Allocated += allocated
 		tr.Trim()
-		if released != want {
-			t.Fatalf("after allocating %d MiB: %d releases, want %d", allocated/mib, released, want)
+		if collected != want || released != want {
+			t.Fatalf("after allocating %d MiB: %d collections and %d releases, want %d of each", allocated/mib, collected, released, want)
 		}
 	}
 	look(90*mib, 0) // start-up goes on
-	look(mib, 1)    // quiet: released
+	look(mib, 1)    // quiet: trimmed
 	look(mib, 1)    // still quiet: nothing more
 	look(0, 1)
 	look(50*mib, 1) // a burst
-	look(2*mib, 2)  // quiet again: released
+	look(2*mib, 2)  // quiet again: trimmed
 }
 
 // On the real runtime the garbage of a burst is handed back: after a trim the heap holds little

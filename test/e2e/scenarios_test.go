@@ -66,7 +66,7 @@ func keys(m map[string][]byte) []string {
 // The ClusterRole and Role in config/rbac grant exactly the verbs the operator uses, no more.
 func TestRBACGrantsOnlyWhatTheOperatorUses(t *testing.T) {
 	want := map[string]string{
-		"rolekeeper.io/assumedroles":                   "create,delete,get,list,update,watch", // created by ClusterAssumedRoles
+		"rolekeeper.io/assumedroles":                   "create,delete,get,list,patch,watch", // created and patched by ClusterAssumedRoles
 		"rolekeeper.io/assumedroles/status":            "get,patch,update",
 		"rolekeeper.io/assumedroles/finalizers":        "update", // owner references that block deletion
 		"rolekeeper.io/assumedrolepolicies":            "get,list,watch",

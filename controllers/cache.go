@@ -1,0 +1,192 @@
+package controllers
+
+import (
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
+)
+
+// What the operator's cache holds is most of its memory: an AssumedRole and its Secret for each
+// AssumedRole, for as long as it exists. The transforms below keep of each object what the
+// operator reads, and let objects share the strings they have in common (key names, namespaces,
+// reasons), which decoding gives each object a copy of.
+
+// CacheOptions caches only the Secrets the operator owns (labelled rolekeeper.io/assumed-role),
+// and of those only what compactSecret keeps: caching every Secret in a cluster costs memory in
+// proportion to all of them. AssumedRoles are kept as compactAssumedRole makes them; other
+// objects without their managed fields, which the operator never reads: they are a large part of
+// each object, and would be held for every one and copied on every read. (An update of a cached
+// object leaves them unchanged: nil means no change.) With namespaces, namespaced objects are
+// watched only there.
+func CacheOptions(namespaces []string) cache.Options {
+	owned, err := labels.NewRequirement(rkv1.LabelAssumedRole, selection.Exists, nil)
+	if err != nil {
+		panic(err) // a constant, valid requirement
+	}
+	opts := cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}:    {Label: labels.NewSelector().Add(*owned), Transform: compactSecret},
+			&rkv1.AssumedRole{}: {Transform: compactAssumedRole},
+		},
+	}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
+}
+
+// annotationCachedDigest is set on the cache's copy of a Secret, never on the Secret: the
+// digest of the data it had, whose values the cache does not keep.
+const annotationCachedDigest = "rolekeeper.io/cached-data-digest"
+
+// compactSecret is what the cache keeps of an owned Secret: its metadata (without managed
+// fields), its type, the names of its keys and its credentials' expiry; of its values only a
+// digest. The credentials are the bulk of a Secret (the session token is in it twice or three
+// times: the key, the credentials file, credential_process.json), and no decision needs them:
+// the operator compares the digest with the one it recorded when it wrote the Secret, and reads
+// the Secret past the cache on the rare paths that need its values (a repair, a chain's source).
+func compactSecret(obj any) (any, error) {
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return obj, nil
+	}
+	s.ManagedFields = nil
+	if compacted(s) {
+		return s, nil // the informer may hand an object it already holds back to the transform
+	}
+	shareMeta(&s.ObjectMeta)
+	s.Type = corev1.SecretType(shared.of(string(s.Type)))
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[annotationCachedDigest] = secretdata.DataDigest(s.Data)
+	keys := make(map[string][]byte, len(s.Data))
+	for k, v := range s.Data {
+		if k == secretdata.KeyCredentialExpiration {
+			keys[secretdata.KeyCredentialExpiration] = v
+			continue
+		}
+		keys[shared.of(k)] = nil
+	}
+	s.Data = keys
+	return s, nil
+}
+
+// compacted reports whether compactSecret made s: its values are nil, which no Secret read from
+// the API server has (an empty value decodes to an empty, not a nil, slice).
+func compacted(s *corev1.Secret) bool {
+	if _, ok := s.Annotations[annotationCachedDigest]; !ok {
+		return false
+	}
+	for k, v := range s.Data {
+		if v != nil && k != secretdata.KeyCredentialExpiration {
+			return false
+		}
+	}
+	return true
+}
+
+// annotationLastApplied is where client-side kubectl apply (and tools built on it) keeps the
+// whole object as last applied: often the largest part of an AssumedRole, and never read here.
+const annotationLastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// compactAssumedRole is what the cache keeps of an AssumedRole: all but its managed fields and
+// the last-applied annotation, sharing the strings AssumedRoles have in common. Nothing the
+// operator writes is built from the cache's copy as a whole: status is patched from a diff, and
+// the ClusterAssumedRole reconciler patches its AssumedRoles from a diff too, so the stripped
+// parts are never written back.
+func compactAssumedRole(obj any) (any, error) {
+	ar, ok := obj.(*rkv1.AssumedRole)
+	if !ok {
+		return obj, nil
+	}
+	ar.ManagedFields = nil
+	delete(ar.Annotations, annotationLastApplied)
+	ar.APIVersion, ar.Kind = shared.of(ar.APIVersion), shared.of(ar.Kind)
+	shareMeta(&ar.ObjectMeta)
+	ar.Spec.Region = shared.of(ar.Spec.Region)
+	for i := range ar.Status.Conditions {
+		c := &ar.Status.Conditions[i]
+		c.Type, c.Reason, c.Status = shared.of(c.Type), shared.of(c.Reason), metav1.ConditionStatus(shared.of(string(c.Status)))
+	}
+	return ar, nil
+}
+
+// shareMeta shares the namespace, the label and annotation keys, the finalizers and the owners'
+// kinds of an object with the other cached objects.
+func shareMeta(m *metav1.ObjectMeta) {
+	m.Namespace = shared.of(m.Namespace)
+	m.Labels = sharedKeys(m.Labels)
+	m.Annotations = sharedKeys(m.Annotations)
+	for i := range m.Finalizers {
+		m.Finalizers[i] = shared.of(m.Finalizers[i])
+	}
+	for i := range m.OwnerReferences {
+		o := &m.OwnerReferences[i]
+		o.APIVersion, o.Kind = shared.of(o.APIVersion), shared.of(o.Kind)
+	}
+}
+
+// sharedKeys is m with its keys shared: a new map, as a map's keys cannot be replaced in place.
+func sharedKeys(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return m
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[shared.of(k)] = v
+	}
+	return out
+}
+
+// stringSet is a bounded set of strings that cached objects share instead of each holding its own
+// copy. Tenants choose label and annotation keys freely, so the set is bounded in how many and
+// how long strings it takes: past that, strings are left as they are.
+type stringSet struct {
+	mu  sync.RWMutex
+	set map[string]string
+}
+
+const (
+	// sharedMax is the most strings shared; sharedMaxLen the longest shared string. Shared
+	// strings are never released: 4,096 of at most 256 bytes bound them to 1 MiB.
+	sharedMax    = 4096
+	sharedMaxLen = 256
+)
+
+var shared = &stringSet{set: map[string]string{}}
+
+// of returns the shared copy of s, adding s when there is room.
+func (p *stringSet) of(s string) string {
+	if s == "" || len(s) > sharedMaxLen {
+		return s
+	}
+	p.mu.RLock()
+	v, ok := p.set[s]
+	p.mu.RUnlock()
+	if ok {
+		return v
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v, ok := p.set[s]; ok {
+		return v
+	}
+	if len(p.set) >= sharedMax {
+		return s
+	}
+	p.set[s] = s
+	return s
+}
