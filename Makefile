@@ -97,7 +97,7 @@ bench: control-plane $(ASSETS)/kubectl minio ## Scale harness at N=$(SCALE) and 
 	hack/bench-report.sh $(BIN)/bench-scale.md $(BIN)/bench-go.txt > docs/benchmarks.md
 
 .PHONY: bench-guard
-bench-guard: control-plane $(ASSETS)/kubectl minio ## Scale regression guard at N=500: fails on STS calls != N, > 2 writes per issuance, > 2% of N renewals in one second, or calls/writes on restart.
+bench-guard: control-plane $(ASSETS)/kubectl minio ## Scale regression guard at N=500: fails on STS calls != N, > 2 writes per issuance, > 2% of N renewals in one second, calls/writes on restart, or private memory per AssumedRole over its bound.
 	ROLEKEEPER_SCALE=500 ROLEKEEPER_SCALE_GUARD=1 KUBEBUILDER_ASSETS=$(ASSETS) \
 		$(GO) test -tags e2e -count=1 -timeout 15m -v -run '^TestScale$$' ./test/e2e/
 

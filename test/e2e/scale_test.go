@@ -20,6 +20,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -45,6 +46,14 @@ const (
 	// enough for its trimmer (pkg/memtrim) to see a quiet interval after the burst and hand the
 	// burst's heap back.
 	settleMemory = 2*memtrim.DefaultInterval + 5*time.Second
+	// guardMemoryPerAssumedRole is the bench guard's bound, in KiB, on the idle operator's
+	// private memory growth per AssumedRole at its N (500), and guardMemoryNoise the spread of
+	// that figure between runs of the same commit (docs/benchmarks.md, "Memory guard"). At
+	// N = 500 the fixed cost of the first burst still dominates the figure, so the bound is not
+	// the per-AssumedRole cost at 10,000; what it catches is a change that makes every cached
+	// AssumedRole or Secret cost more.
+	guardMemoryPerAssumedRole = 17.0
+	guardMemoryNoise          = 3.0
 )
 
 var scaleFlags = []string{"--zap-time-encoding=rfc3339nano", "--max-concurrent-reconciles=8", "--sts-qps=500", "--sts-burst=500"}
@@ -134,6 +143,10 @@ func TestScale(t *testing.T) {
 			}
 			if r.RestartCalls != 0 || r.RestartWrites != 0 {
 				t.Errorf("N=%d: a restart with valid Secrets made %d STS calls and %d writes, want 0 and 0", r.N, r.RestartCalls, r.RestartWrites)
+			}
+			if p := privatePerAssumedRole(r); p > guardMemoryPerAssumedRole+guardMemoryNoise {
+				t.Errorf("N=%d: the idle operator's private memory grew by %.1f KiB per AssumedRole (%.0f → %.0f MiB), want at most %.0f + %.0f KiB of run-to-run noise",
+					r.N, p, r.Baseline.Private, r.Idle.Private, guardMemoryPerAssumedRole, guardMemoryNoise)
 			}
 		}
 	}
@@ -458,14 +471,26 @@ type floorRun struct {
 // deleteRunObjects deletes a finished run's AssumedRoles and Secrets, so that every timed run
 // starts with the same objects in the cluster (they would otherwise pile up, and each run would
 // find the API server and etcd heavier than the one before).
+// Past about 20,000 objects one delete-collection outlasts the API server's request timeout; it
+// answers with a timeout and goes on deleting, so a timeout is followed by another call until
+// the namespace holds none.
 func deleteRunObjects(t *testing.T, ns string) {
 	t.Helper()
 	ctx := context.Background()
-	if err := admin.DeleteAllOf(ctx, &rkv1.AssumedRole{}, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
+	for _, kind := range []struct {
+		obj  client.Object
+		list client.ObjectList
+	}{{&rkv1.AssumedRole{}, &rkv1.AssumedRoleList{}}, {&corev1.Secret{}, &corev1.SecretList{}}} {
+		eventually(t, 10*time.Minute, fmt.Sprintf("no %T left in %s", kind.obj, ns), func() bool {
+			err := admin.DeleteAllOf(ctx, kind.obj, client.InNamespace(ns))
+			if err != nil && !apierrors.IsTimeout(err) && !apierrors.IsServerTimeout(err) {
+				t.Fatal(err)
+			}
+			if err := admin.List(ctx, kind.list, client.InNamespace(ns), client.Limit(1)); err != nil {
+				t.Fatal(err)
+			}
+			return meta.LenList(kind.list) == 0
+		})
 	}
 }
 
