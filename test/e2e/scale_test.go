@@ -53,7 +53,7 @@ const (
 	// the per-AssumedRole cost at 10,000; what it catches is a change that makes every cached
 	// AssumedRole or Secret cost more.
 	guardMemoryPerAssumedRole = 17.0
-	guardMemoryNoise          = 3.0
+	guardMemoryNoise          = 4.0
 )
 
 var scaleFlags = []string{"--zap-time-encoding=rfc3339nano", "--max-concurrent-reconciles=8", "--sts-qps=500", "--sts-burst=500"}
