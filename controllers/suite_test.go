@@ -1,7 +1,6 @@
 package controllers_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -78,7 +77,7 @@ type harness struct {
 	t, root *testing.T
 	ns      string
 	sts     *ststest.Server
-	logs    *syncBuffer
+	logs    *th.SyncBuffer
 	cancel  context.CancelFunc
 	done    chan struct{}
 	// failStatus, when positive, makes that many status writes fail.
@@ -113,29 +112,12 @@ type harness struct {
 	liveReads atomic.Int64
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // newHarness creates a namespace and an emulator; start runs the manager.
 func newHarness(t *testing.T, emu ststest.Options) *harness {
 	t.Helper()
 	ns := th.Namespace(t, k8s, fmt.Sprintf("t-%s-%d", testName(t.Name(), 36), time.Now().UnixNano()%100000), nil)
 	emu.Principals = append(emu.Principals, operator)
-	h := &harness{t: t, root: t, ns: ns, sts: ststest.New(emu).Start(), logs: &syncBuffer{}, identity: operator,
+	h := &harness{t: t, root: t, ns: ns, sts: ststest.New(emu).Start(), logs: &th.SyncBuffer{}, identity: operator,
 		reconciles: map[client.ObjectKey]int{}, lastStart: map[client.ObjectKey]time.Time{}, sent: map[string]int{}}
 	h.opts = controllers.Options{Region: "us-east-1", RequireAccessPolicy: false, SessionTags: true, MaxConcurrentReconciles: 2}
 	t.Cleanup(func() {

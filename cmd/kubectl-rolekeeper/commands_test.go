@@ -12,6 +12,7 @@ import (
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
+	"github.com/rolekeeper/rolekeeper/test/harness"
 )
 
 // rowOf returns the status line of an AssumedRole, split into its columns.
@@ -62,7 +63,7 @@ func TestStatus(t *testing.T) {
 func TestStatusWatch(t *testing.T) {
 	scenario(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out harness.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- kubectlRolekeeper(ctx, &out, "status", "-n", ns, "--watch") }()
 	waitOutput(t, &out, "listed AssumedRoles", func(s string) bool { return strings.Count(s, "\nother ") == 1 })
@@ -75,7 +76,7 @@ func TestStatusWatch(t *testing.T) {
 	noCredentials(t, out.String())
 }
 
-func waitOutput(t *testing.T, out *syncBuffer, what string, cond func(string) bool) {
+func waitOutput(t *testing.T, out *harness.SyncBuffer, what string, cond func(string) bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond(out.String()) {

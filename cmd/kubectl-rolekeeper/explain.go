@@ -18,6 +18,7 @@ import (
 	"github.com/rolekeeper/rolekeeper/controllers"
 	"github.com/rolekeeper/rolekeeper/pkg/access"
 	"github.com/rolekeeper/rolekeeper/pkg/renewal"
+	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 )
 
 func (p *plugin) explainCommand() *cobra.Command {
@@ -160,8 +161,8 @@ func (p *plugin) explainRenewal(ctx context.Context, ar *rkv1.AssumedRole, now t
 		_, _ = fmt.Fprintf(w, "  Secret %s:\tdoes not exist (yet): credentials are issued as soon as the AssumedRole is permitted and Ready\n", secretNameOf(ar))
 	} else if st, ok := stampOf(secret); ok {
 		_, _ = fmt.Fprintf(w, "  credentials:\tissued %s, expire %s (a lifetime of %s), renewal slot %d\n",
-			rfc3339(st.issued), at(&metav1.Time{Time: st.expiration}, now), st.expiration.Sub(st.issued), st.slot)
-		planned := renewal.Time(st.issued, st.expiration, pol, renewal.Seed(string(ar.UID), st.slot))
+			rfc3339(st.IssuedAt), at(&metav1.Time{Time: st.Expiration}, now), st.Expiration.Sub(st.IssuedAt), st.Slot)
+		planned := renewal.Time(st.IssuedAt, st.Expiration, pol, renewal.Seed(string(ar.UID), st.Slot))
 		_, _ = fmt.Fprintf(w, "  planned renewal:\t%s, by the policy above less the jitter of this AssumedRole and slot\n", at(&metav1.Time{Time: planned}, now))
 	}
 	switch f := ar.Status.LastFailure; {
@@ -190,20 +191,11 @@ func describePolicy(p renewal.Policy) string {
 	}
 }
 
-// stamp is what a Secret's annotations record about the credentials in it.
-type stamp struct {
-	issued, expiration time.Time
-	slot               int
-}
-
-func stampOf(s *corev1.Secret) (stamp, bool) {
-	issued, err1 := time.Parse(time.RFC3339, s.Annotations[rkv1.AnnotationIssuedAt])
-	exp, err2 := time.Parse(time.RFC3339, s.Annotations[rkv1.AnnotationExpiration])
-	slot, _ := strconv.Atoi(s.Annotations[rkv1.AnnotationRenewalSlot])
-	if slot < 0 || slot >= renewal.Choices {
-		slot = 0
-	}
-	return stamp{issued: issued, expiration: exp, slot: slot}, err1 == nil && err2 == nil
+// stampOf is the stamp of a Secret the operator wrote, and whether it says both when the
+// credentials were issued and when they expire (what the plugin shows of it).
+func stampOf(s *corev1.Secret) (secretdata.Stamp, bool) {
+	st, issued := secretdata.ParseStamp(s.Annotations)
+	return st, issued && !st.Expiration.IsZero()
 }
 
 // secret returns the AssumedRole's Secret, nil when there is none.

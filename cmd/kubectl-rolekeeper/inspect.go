@@ -49,8 +49,8 @@ func (p *plugin) inspect(ctx context.Context, name string) error {
 	p.out.printf("  type:        %s\n", secret.Type)
 	p.out.printf("  owned:       %s\n", owned)
 	if st, ok := stampOf(secret); ok {
-		p.out.printf("  issued:      %s\n", at(&metav1.Time{Time: st.issued}, now))
-		p.out.printf("  expires:     %s\n", at(&metav1.Time{Time: st.expiration}, now))
+		p.out.printf("  issued:      %s\n", at(&metav1.Time{Time: st.IssuedAt}, now))
+		p.out.printf("  expires:     %s\n", at(&metav1.Time{Time: st.Expiration}, now))
 	}
 	p.out.printf("  keys (sizes only; values are never shown):\n")
 	for _, k := range slices.Sorted(maps.Keys(secret.Data)) {

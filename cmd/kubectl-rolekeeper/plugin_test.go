@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -30,6 +29,7 @@ import (
 	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 	"github.com/rolekeeper/rolekeeper/pkg/sts"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
+	"github.com/rolekeeper/rolekeeper/test/harness"
 	"github.com/rolekeeper/rolekeeper/test/testenv"
 )
 
@@ -131,24 +131,6 @@ func startOperator(cfg *rest.Config) (func(), error) {
 	return func() { cancel(); <-done }, nil
 }
 
-// syncBuffer collects output written from another goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // kubectlRolekeeper runs the plugin with args, as kubectl would, and returns its output.
 func kubectlRolekeeper(ctx context.Context, out io.Writer, args ...string) error {
 	cmd := newRootCommand(out, clock.RealClock{})
@@ -158,7 +140,7 @@ func kubectlRolekeeper(ctx context.Context, out io.Writer, args ...string) error
 
 func runPlugin(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	var out syncBuffer
+	var out harness.SyncBuffer
 	err := kubectlRolekeeper(context.Background(), &out, args...)
 	noCredentials(t, out.String())
 	return out.String(), err

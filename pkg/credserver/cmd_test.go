@@ -9,12 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rolekeeper/rolekeeper/test/atomicdir"
 	"github.com/rolekeeper/rolekeeper/test/cluster"
+	"github.com/rolekeeper/rolekeeper/test/harness"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -74,7 +74,7 @@ func TestRunProbeAndLogs(t *testing.T) {
 	if err := probe(cfg); err == nil {
 		t.Fatal("probe succeeded before the sidecar started")
 	}
-	var logs syncBuffer
+	var logs harness.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
@@ -131,22 +131,4 @@ func TestRunProbeAndLogs(t *testing.T) {
 			t.Fatalf("the logs hold a secret:\n%s", out)
 		}
 	}
-}
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -53,25 +53,45 @@ type Guard struct {
 	access authzclient.SubjectAccessReviewInterface
 	now    func() time.Time
 
-	mu        sync.Mutex
-	users     map[[sha256.Size]byte]cachedUser // by the token's digest, never the token
-	decisions map[string]cachedDecision        // by user, verb and path
+	users     expiring[[sha256.Size]byte, *authnv1.UserInfo] // by the token's digest, never the token; nil: not authenticated
+	decisions expiring[string, bool]                         // by user, verb and path
 }
 
-type cachedUser struct {
-	user    *authnv1.UserInfo // nil: not authenticated
+// expiring remembers answers until they expire, at most MaxCached of them: past that it starts
+// over, so that a flood of distinct tokens costs bounded memory.
+type expiring[K comparable, V any] struct {
+	mu      sync.Mutex
+	entries map[K]expiringEntry[V]
+}
+
+type expiringEntry[V any] struct {
+	value   V
 	expires time.Time
 }
 
-type cachedDecision struct {
-	allowed bool
-	expires time.Time
+func (c *expiring[K, V]) get(key K, now time.Time) (V, bool) {
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	c.mu.Unlock()
+	if !ok || !now.Before(e.expires) {
+		var zero V
+		return zero, false
+	}
+	return e.value, true
+}
+
+func (c *expiring[K, V]) put(key K, value V, expires time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil || len(c.entries) >= MaxCached {
+		c.entries = map[K]expiringEntry[V]{}
+	}
+	c.entries[key] = expiringEntry[V]{value: value, expires: expires}
 }
 
 // New returns a Guard that asks the API server through the given clients.
 func New(tokens authnclient.TokenReviewInterface, access authzclient.SubjectAccessReviewInterface) *Guard {
-	return &Guard{tokens: tokens, access: access, now: time.Now,
-		users: map[[sha256.Size]byte]cachedUser{}, decisions: map[string]cachedDecision{}}
+	return &Guard{tokens: tokens, access: access, now: time.Now}
 }
 
 // Filter is the metrics server's FilterProvider.
@@ -138,11 +158,8 @@ func bearer(r *http.Request) (string, bool) {
 func (g *Guard) authenticate(ctx context.Context, token string) (*authnv1.UserInfo, error) {
 	key := sha256.Sum256([]byte(token))
 	now := g.now()
-	g.mu.Lock()
-	c, ok := g.users[key]
-	g.mu.Unlock()
-	if ok && now.Before(c.expires) {
-		return c.user, nil
+	if user, ok := g.users.get(key, now); ok {
+		return user, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, ReviewTimeout)
 	defer cancel()
@@ -150,28 +167,20 @@ func (g *Guard) authenticate(ctx context.Context, token string) (*authnv1.UserIn
 	if err != nil {
 		return nil, fmt.Errorf("TokenReview: %w", err)
 	}
-	c = cachedUser{expires: now.Add(UnauthenticatedTTL)}
-	if review.Status.Authenticated && review.Status.Error == "" {
-		c = cachedUser{user: &review.Status.User, expires: now.Add(AuthenticatedTTL)}
+	if !review.Status.Authenticated || review.Status.Error != "" {
+		g.users.put(key, nil, now.Add(UnauthenticatedTTL))
+		return nil, nil
 	}
-	g.mu.Lock()
-	if len(g.users) >= MaxCached {
-		clear(g.users)
-	}
-	g.users[key] = c
-	g.mu.Unlock()
-	return c.user, nil
+	g.users.put(key, &review.Status.User, now.Add(AuthenticatedTTL))
+	return &review.Status.User, nil
 }
 
 // authorize is whether the API server lets user use verb on path.
 func (g *Guard) authorize(ctx context.Context, user *authnv1.UserInfo, verb, path string) (bool, error) {
 	key := strings.Join([]string{user.UID, user.Username, strings.Join(user.Groups, ","), verb, path}, "\x00")
 	now := g.now()
-	g.mu.Lock()
-	c, ok := g.decisions[key]
-	g.mu.Unlock()
-	if ok && now.Before(c.expires) {
-		return c.allowed, nil
+	if allowed, ok := g.decisions.get(key, now); ok {
+		return allowed, nil
 	}
 	extra := make(map[string]authzv1.ExtraValue, len(user.Extra))
 	for k, v := range user.Extra {
@@ -186,15 +195,10 @@ func (g *Guard) authorize(ctx context.Context, user *authnv1.UserInfo, verb, pat
 	if err != nil {
 		return false, fmt.Errorf("SubjectAccessReview: %w", err)
 	}
-	c = cachedDecision{allowed: review.Status.Allowed && !review.Status.Denied, expires: now.Add(DeniedTTL)}
-	if c.allowed {
-		c.expires = now.Add(AllowedTTL)
+	allowed, ttl := review.Status.Allowed && !review.Status.Denied, DeniedTTL
+	if allowed {
+		ttl = AllowedTTL
 	}
-	g.mu.Lock()
-	if len(g.decisions) >= MaxCached {
-		clear(g.decisions)
-	}
-	g.decisions[key] = c
-	g.mu.Unlock()
-	return c.allowed, nil
+	g.decisions.put(key, allowed, now.Add(ttl))
+	return allowed, nil
 }

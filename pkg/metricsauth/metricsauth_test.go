@@ -120,7 +120,7 @@ func TestAnswersAreRememberedForAWhile(t *testing.T) {
 	if api.reviews["token"] != 1 || api.reviews["access"] != 1 {
 		t.Fatalf("ten scrapes cost %v reviews, want one of each", api.reviews)
 	}
-	for k := range g.users {
+	for k := range g.users.entries {
 		if strings.Contains(string(k[:]), "prom-token") {
 			t.Error("the cache holds the token itself")
 		}
