@@ -63,7 +63,8 @@ type AssumedRoleReconciler struct {
 	// spread counts renewals per second, so that credentials issued together renew apart.
 	spread renewal.Spread
 	// written is the issue time of the credentials this process last wrote into each
-	// AssumedRole's Secret: a cached Secret issued earlier is a cache that has not caught up.
+	// AssumedRole's Secret, until the cache shows them: a cached Secret issued earlier is a
+	// cache that has not caught up.
 	written sync.Map // types.NamespacedName → time.Time
 }
 
@@ -272,8 +273,12 @@ func (r *AssumedRoleReconciler) loadSecret(ctx context.Context, s *scope) outcom
 // vouched reports whether a Secret can be judged as it is: it is not the cache's compact copy,
 // or its data is, by digest, the data the operator wrote.
 func vouched(secret *corev1.Secret) bool {
-	cached, ok := secret.Annotations[annotationCachedDigest]
-	return !ok || cached == secret.Annotations[rkv1.AnnotationDataDigest]
+	note, ok := secret.Annotations[annotationCachedNote]
+	if !ok {
+		return true
+	}
+	digest, _, _ := parseCacheNote(note)
+	return digest != "" && digest == secret.Annotations[rkv1.AnnotationDataDigest]
 }
 
 // readSecret reads the target Secret past the cache; nil when it does not exist.
@@ -287,26 +292,31 @@ func (r *AssumedRoleReconciler) readSecret(ctx context.Context, ar *rkv1.Assumed
 }
 
 // setSecret records the Secret (nil when it does not exist) and what it holds. Of a vouched
-// compact copy only the presence of the credentials and their expiry are known.
+// compact copy only the presence of the credentials (or the registry login) is known, from its
+// cache note, and their expiry, from the stamp.
 func (r *AssumedRoleReconciler) setSecret(s *scope, secret *corev1.Secret) {
 	s.secret, s.stamp, s.issued, s.creds, s.credsOK, s.registries, s.cached = secret, secretdata.Stamp{}, false, secretdata.Input{}, false, nil, false
 	if secret == nil {
 		return
 	}
 	s.stamp, s.issued = secretdata.ParseStamp(secret.Annotations)
-	_, s.cached = secret.Annotations[annotationCachedDigest]
+	note, cached := secret.Annotations[annotationCachedNote]
+	_, noteCreds, noteLogin := parseCacheNote(note)
+	s.cached = cached
 	switch {
 	case secret.Type != secretType(s.ar):
 		// Issued for the other kind of Secret; the next issuance replaces it.
 	case s.req.ecr != nil:
-		_, present := secret.Data[secretdata.KeyDockerConfigJSON]
-		var err error
+		present, err := noteLogin, error(nil)
 		if !s.cached {
-			s.registries, err = secretdata.ParseDockerConfigJSON(secret.Data[secretdata.KeyDockerConfigJSON])
+			var data []byte
+			if data, present = secret.Data[secretdata.KeyDockerConfigJSON]; present {
+				s.registries, err = secretdata.ParseDockerConfigJSON(data)
+			}
 		}
 		s.creds.Expiration, s.credsOK = s.stamp.Expiration, present && err == nil && !s.stamp.Expiration.IsZero()
 	case s.cached:
-		s.creds.Expiration, s.credsOK = secretdata.CredentialsPresent(secret.Data)
+		s.creds.Expiration, s.credsOK = s.stamp.Expiration, noteCreds && !s.stamp.Expiration.IsZero()
 	default:
 		s.creds, s.credsOK = secretdata.Credentials(secret.Data)
 	}

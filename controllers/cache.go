@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,55 +48,68 @@ func CacheOptions(namespaces []string) cache.Options {
 	return opts
 }
 
-// annotationCachedDigest is set on the cache's copy of a Secret, never on the Secret: the
-// digest of the data it had, whose values the cache does not keep.
-const annotationCachedDigest = "rolekeeper.io/cached-data-digest"
+// annotationCachedNote is set on the cache's copy of a Secret, never on a Secret: the note of
+// what its data held (cacheNote), whose values the cache does not keep. The key has a space,
+// which the API server refuses in an annotation key: no Secret read from it carries one, so its
+// presence marks the cache's copy (the informer may hand an object it holds back to the
+// transform), and a write built from a cached copy by mistake would be refused, not stored.
+const annotationCachedNote = "rolekeeper.io/cached data"
 
 // compactSecret is what the cache keeps of an owned Secret: its metadata (without managed
-// fields), its type, the names of its keys and its credentials' expiry; of its values only a
-// digest. The credentials are the bulk of a Secret (the session token is in it twice or three
-// times: the key, the credentials file, credential_process.json), and no decision needs them:
-// the operator compares the digest with the one it recorded when it wrote the Secret, and reads
-// the Secret past the cache on the rare paths that need its values (a repair, a chain's source).
+// fields) and its type, and of its data only a note (cacheNote): a digest of the data and
+// whether it held credentials or a registry login. The credentials are the bulk of a Secret (the
+// session token is in it twice or three times: the key, the credentials file,
+// credential_process.json), and no decision needs them: the operator compares the digest with
+// the one it recorded when it wrote the Secret, and reads the Secret past the cache on the rare
+// paths that need its values (a repair, a chain's source).
 func compactSecret(obj any) (any, error) {
 	s, ok := obj.(*corev1.Secret)
 	if !ok {
 		return obj, nil
 	}
 	s.ManagedFields = nil
-	if compacted(s) {
-		return s, nil // the informer may hand an object it already holds back to the transform
+	if _, done := s.Annotations[annotationCachedNote]; done {
+		return s, nil
 	}
-	shareMeta(&s.ObjectMeta)
-	s.Type = corev1.SecretType(shared.of(string(s.Type)))
 	if s.Annotations == nil {
 		s.Annotations = map[string]string{}
 	}
-	s.Annotations[annotationCachedDigest] = secretdata.DataDigest(s.Data)
-	keys := make(map[string][]byte, len(s.Data))
-	for k, v := range s.Data {
-		if k == secretdata.KeyCredentialExpiration {
-			keys[secretdata.KeyCredentialExpiration] = v
-			continue
-		}
-		keys[shared.of(k)] = nil
-	}
-	s.Data = keys
+	s.Annotations[annotationCachedNote] = cacheNote(s)
+	s.Data = nil
+	shareMeta(&s.ObjectMeta)
+	s.Type = corev1.SecretType(shared.of(string(s.Type)))
 	return s, nil
 }
 
-// compacted reports whether compactSecret made s: its values are nil, which no Secret read from
-// the API server has (an empty value decodes to an empty, not a nil, slice).
-func compacted(s *corev1.Secret) bool {
-	if _, ok := s.Annotations[annotationCachedDigest]; !ok {
-		return false
-	}
-	for k, v := range s.Data {
-		if v != nil && k != secretdata.KeyCredentialExpiration {
-			return false
+// A cache note is the data's digest followed by what the data held: noteCredentials when the
+// access key, secret key and session token are there and the expiry key holds the time the stamp
+// annotation records; noteRegistryLogin when the image-pull key is there. Data whose expiry key
+// says otherwise than the stamp gets a note with no digest, which vouches for nothing: such a
+// Secret is judged on a live read, as before caching.
+const (
+	noteCredentials   = "+credentials"
+	noteRegistryLogin = "+registry-login"
+)
+
+func cacheNote(s *corev1.Secret) string {
+	note := secretdata.DataDigest(s.Data)
+	if _, ok := secretdata.CredentialsPresent(s.Data); ok {
+		if string(s.Data[secretdata.KeyCredentialExpiration]) != s.Annotations[rkv1.AnnotationExpiration] {
+			return ""
 		}
+		note += noteCredentials
 	}
-	return true
+	if _, ok := s.Data[secretdata.KeyDockerConfigJSON]; ok {
+		note += noteRegistryLogin
+	}
+	return note
+}
+
+// parseCacheNote reads a cache note: the digest, and whether the data held credentials (whose
+// expiry is the stamp's) or a registry login.
+func parseCacheNote(note string) (digest string, credentials, registryLogin bool) {
+	digest, _, _ = strings.Cut(note, "+") // a digest is hexadecimal
+	return digest, strings.Contains(note, noteCredentials), strings.Contains(note, noteRegistryLogin)
 }
 
 // annotationLastApplied is where client-side kubectl apply (and tools built on it) keeps the

@@ -218,7 +218,7 @@ func (r *AssumedRoleReconciler) repairSecret(ctx context.Context, s *scope) erro
 // withoutCacheNotes are a cached Secret's annotations as the API server has them.
 func withoutCacheNotes(annotations map[string]string) map[string]string {
 	out := maps.Clone(annotations)
-	delete(out, annotationCachedDigest)
+	delete(out, annotationCachedNote)
 	return out
 }
 
