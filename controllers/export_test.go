@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -14,6 +15,13 @@ import (
 // before; called says whether the reconcile called STS.
 func (r *AssumedRoleReconciler) PatchStatus(ctx context.Context, ar *rkv1.AssumedRole, before rkv1.AssumedRoleStatus, called bool) error {
 	return r.patchStatus(ctx, &scope{ar: ar, before: before, called: called})
+}
+
+// Remembers reports whether the reconciler still holds the issue time it last wrote for key,
+// which it keeps only until its cache shows that issuance.
+func (r *AssumedRoleReconciler) Remembers(key types.NamespacedName) bool {
+	_, ok := r.written.Load(key)
+	return ok
 }
 
 // SetupObservedWithManager sets the reconciler up as SetupWithManager does and calls done with

@@ -122,10 +122,17 @@ func (r *AssumedRoleReconciler) ecrLogin(ctx context.Context, s *scope, res *sts
 func (r *AssumedRoleReconciler) store(ctx context.Context, s *scope, res *sts.Result) (time.Time, outcome) {
 	key := s.key.String()
 	slot, at := r.spread.Place(key, res.IssuedAt, res.Credentials.Expiration, RenewalPolicy(s.ar), string(s.ar.UID))
+	// Recorded before the write: the cache may show the write before writeSecret returns, and
+	// the event that shows it is what forgets the record (caughtUp).
+	prev, wrote := r.written.Swap(s.key, res.IssuedAt)
 	err := r.writeSecret(ctx, s, res, slot)
 	if err == nil {
-		r.written.Store(s.key, res.IssuedAt)
 		return at, proceed()
+	}
+	if wrote {
+		r.written.CompareAndSwap(s.key, res.IssuedAt, prev)
+	} else {
+		r.written.CompareAndDelete(s.key, res.IssuedAt)
 	}
 	r.spread.Forget(key)
 	var terr *templateError

@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -67,6 +68,26 @@ func TestLaggingCacheRotatesOnce(t *testing.T) {
 	if c := credsOf(h.secret("app")); c == nil || ar.Status.Expiration == nil || !c.Expiration.Equal(ar.Status.Expiration.Time) {
 		t.Errorf("status %v does not describe the Secret's credentials", ar.Status.Expiration)
 	}
+}
+
+// What the reconciler remembers of its own writes, to tell a lagging cache, it forgets once the
+// cache shows them: with N AssumedRoles it would otherwise hold N records for good. A rotation
+// writes a new record, and that too goes once the cache has the rotated Secret. (Issue times are
+// in whole seconds: a rotation within the second of the last issuance does not move the Secret's
+// issue time, its watch event is not an issuance, and the record stays until the next one. The
+// rotation here waits for the next second.)
+func TestOwnWritesForgottenOnceCached(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, ststest.Options{})
+	h.start()
+	h.assumedRole("app", nil)
+	ar := h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
+	key := types.NamespacedName{Namespace: h.ns, Name: "app"}
+	h.eventually(10*time.Second, "the first issuance forgotten", func() bool { return !h.rec.Remembers(key) })
+	time.Sleep(time.Until(ar.Status.LastIssuedTime.Add(time.Second)))
+	h.annotate("app", rkv1.AnnotationRotate, "r1")
+	h.rotated("app", "r1")
+	h.eventually(10*time.Second, "the rotation forgotten", func() bool { return !h.rec.Remembers(key) })
 }
 
 // Someone else's writes landing between the operator's read and its write: the credentials of

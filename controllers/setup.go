@@ -2,9 +2,11 @@ package controllers
 
 import (
 	"context"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
@@ -18,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
+	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 )
 
 // sourceIndex indexes AssumedRoles by the name of their spec.source.assumedRoleRef.
@@ -137,8 +140,30 @@ func (r *AssumedRoleReconciler) dependents(ctx context.Context, o client.Object)
 
 // dependentsOfSecret re-queues the AssumedRoles that chain from the owner of a Secret that was
 // just issued, so that one waiting for fresh source credentials signs with them at once.
+// The event is also the moment the cache may show an issuance this process wrote, which then
+// need not be remembered (caughtUp).
 func (r *AssumedRoleReconciler) dependentsOfSecret(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.dependentsOf(ctx, o.GetNamespace(), o.GetLabels()[rkv1.LabelAssumedRole])
+	owner := o.GetLabels()[rkv1.LabelAssumedRole]
+	r.caughtUp(ctx, types.NamespacedName{Namespace: o.GetNamespace(), Name: owner}, client.ObjectKeyFromObject(o))
+	return r.dependentsOf(ctx, o.GetNamespace(), owner)
+}
+
+// caughtUp forgets the issue time last written for the AssumedRole key once the Secret as the
+// reconciler reads it shows that issuance: from then on the cache needs no check (confirmDue),
+// and nothing is held for the AssumedRole until its next issuance. The Secret is read, not taken
+// from the event, so that the record goes only when what the reconciler reads has caught up.
+func (r *AssumedRoleReconciler) caughtUp(ctx context.Context, key, secretKey types.NamespacedName) {
+	last, wrote := r.written.Load(key)
+	if !wrote {
+		return
+	}
+	secret := &corev1.Secret{}
+	if err := r.Get(ctx, secretKey, secret); err != nil {
+		return
+	}
+	if st, issued := secretdata.ParseStamp(secret.Annotations); issued && !st.IssuedAt.Before(last.(time.Time)) {
+		r.written.CompareAndDelete(key, last)
+	}
 }
 
 func (r *AssumedRoleReconciler) dependentsOf(ctx context.Context, namespace, source string) []reconcile.Request {

@@ -110,6 +110,8 @@ type harness struct {
 	sent map[string]int
 	// liveReads counts the reconciler's reads past the cache.
 	liveReads atomic.Int64
+	// rec is the running AssumedRole reconciler.
+	rec *controllers.AssumedRoleReconciler
 }
 
 // newHarness creates a namespace and an emulator; start runs the manager.
@@ -306,6 +308,7 @@ func (h *harness) start() {
 		}
 		h.mu.Unlock()
 	}
+	h.rec = r
 	if err := r.SetupObservedWithManager(ctx, mgr, done); err != nil {
 		h.t.Fatal(err)
 	}
