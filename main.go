@@ -210,6 +210,7 @@ func run(f *flags) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  controllers.NewScheme(),
 		Cache:                   controllers.CacheOptions(f.namespaces()),
+		MapperProvider:          controllers.NewRESTMapper,
 		Metrics:                 f.metricsOptions(),
 		HealthProbeBindAddress:  f.healthProbeBindAddress,
 		PprofBindAddress:        f.pprofBindAddress,
