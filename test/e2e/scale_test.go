@@ -770,10 +770,6 @@ func (u cpuUse) String() string {
 // scaleEmulator is the STS emulator TestScale runs, for its CPU time.
 var scaleEmulator *cluster.Process
 
-// profile, when ROLEKEEPER_SCALE_PROFILE names a directory, records CPU profiles of the API
-// server and (for an operator run) of the operator over about the time N issuances take, as
-// <dir>/<namespace>-{apiserver,operator}.pprof, to see where a run's time goes. It returns a
-// function that waits for them. The operator serves its profile on its --pprof-bind-address.
 // heapProfile saves the operator's heap profile (live objects after a GC) into
 // $ROLEKEEPER_SCALE_PROFILE, when it is set.
 func heapProfile(t *testing.T, ns string, op *cluster.Process) {
@@ -799,6 +795,12 @@ func heapProfile(t *testing.T, ns string, op *cluster.Process) {
 	}
 }
 
+// profile, when ROLEKEEPER_SCALE_PROFILE names a directory, records CPU profiles of the API
+// server and (for an operator run) of the operator over about the time N issuances take, as
+// <dir>/<namespace>-{apiserver,operator}.pprof, to see where a run's time goes, and the requests
+// the API server served meanwhile, by verb and resource (<dir>/<namespace>-requests.txt). It
+// returns a function that waits for them. The operator serves its profile on its
+// --pprof-bind-address.
 func profile(t *testing.T, ns string, n int, op *cluster.Process) (wait func()) {
 	dir := os.Getenv("ROLEKEEPER_SCALE_PROFILE")
 	if dir == "" {
@@ -817,6 +819,7 @@ func profile(t *testing.T, ns string, n int, op *cluster.Process) (wait func()) 
 			}
 		}
 	}
+	before := apiRequests(t, httpClient)
 	var wg sync.WaitGroup
 	for name, base := range targets {
 		wg.Go(func() {
@@ -838,5 +841,55 @@ func profile(t *testing.T, ns string, n int, op *cluster.Process) (wait func()) 
 			}
 		})
 	}
-	return wg.Wait
+	return func() {
+		wg.Wait()
+		after := apiRequests(t, httpClient)
+		var lines []string
+		for k, v := range after {
+			if d := v - before[k]; d > 0 {
+				lines = append(lines, fmt.Sprintf("%8.0f %s", d, k))
+			}
+		}
+		sort.Strings(lines)
+		if err := os.WriteFile(filepath.Join(dir, ns+"-requests.txt"), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			t.Errorf("requests: %v", err)
+		}
+	}
+}
+
+// apiRequests reads the API server's request counter, by verb, resource and subresource, to see
+// which requests a run made besides the writes the audit log counts.
+func apiRequests(t *testing.T, c *http.Client) map[string]float64 {
+	resp, err := c.Get(cp.URL + "/metrics")
+	if err != nil {
+		t.Errorf("API server metrics: %v", err)
+		return nil
+	}
+	defer func() { _ = resp.Body.Close() }()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "apiserver_request_total{")
+		if !ok {
+			continue
+		}
+		labels, value, _ := strings.Cut(line, "} ")
+		var verb, resource, sub string
+		for _, kv := range strings.Split(labels, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			v = strings.Trim(v, `"`)
+			switch k {
+			case "verb":
+				verb = v
+			case "resource":
+				resource = v
+			case "subresource":
+				sub = v
+			}
+		}
+		f, _ := strconv.ParseFloat(value, 64)
+		out[verb+" "+resource+"/"+sub] += f
+	}
+	return out
 }
