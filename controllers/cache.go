@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"slices"
 	"strings"
 	"sync"
 
@@ -131,6 +132,10 @@ func compactAssumedRole(obj any) (any, error) {
 	ar.APIVersion, ar.Kind = shared.of(ar.APIVersion), shared.of(ar.Kind)
 	shareMeta(&ar.ObjectMeta)
 	ar.Spec.Region = shared.of(ar.Spec.Region)
+	if cap(ar.Status.Conditions) > len(ar.Status.Conditions) {
+		// Decoding grows the slice by doubling: three conditions would hold room for four.
+		ar.Status.Conditions = slices.Clone(ar.Status.Conditions)
+	}
 	for i := range ar.Status.Conditions {
 		c := &ar.Status.Conditions[i]
 		c.Type, c.Reason, c.Status = shared.of(c.Type), shared.of(c.Reason), metav1.ConditionStatus(shared.of(string(c.Status)))

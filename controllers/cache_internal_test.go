@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -87,5 +88,37 @@ func TestCacheNote(t *testing.T) {
 				t.Errorf("vouched %v, want %v", vouched(c), tc.digest)
 			}
 		})
+	}
+}
+
+// Decoding leaves a slice of three conditions room for four (384 bytes where 288 hold them):
+// the cache keeps them without the spare room.
+func TestCompactAssumedRoleHoldsConditionsExactly(t *testing.T) {
+	ar := &rkv1.AssumedRole{TypeMeta: metav1.TypeMeta{APIVersion: rkv1.GroupVersion.String(), Kind: "AssumedRole"}}
+	for _, typ := range []string{rkv1.ConditionReady, "Issuing", "Stalled"} {
+		ar.Status.Conditions = append(ar.Status.Conditions, metav1.Condition{Type: typ, Status: metav1.ConditionTrue, Reason: "Test"})
+	}
+	b, err := json.Marshal(ar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decoded := &rkv1.AssumedRole{}
+	if err := json.Unmarshal(b, decoded); err != nil {
+		t.Fatal(err)
+	}
+	if cap(decoded.Status.Conditions) == len(decoded.Status.Conditions) {
+		t.Fatal("decoding left no spare room: the test proves nothing")
+	}
+	roomy := unsafe.SliceData(decoded.Status.Conditions)
+	obj, err := compactAssumedRole(decoded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := obj.(*rkv1.AssumedRole).Status.Conditions
+	if len(c) != 3 || cap(c) != 3 || c[0].Type != rkv1.ConditionReady {
+		t.Errorf("cached conditions: len %d cap %d %+v", len(c), cap(c), c)
+	}
+	if unsafe.SliceData(c) == roomy {
+		t.Error("the cached conditions are still in the decoded array with its spare room")
 	}
 }
