@@ -52,7 +52,7 @@ const (
 	// N = 500 the fixed cost of the first burst still dominates the figure, so the bound is not
 	// the per-AssumedRole cost at 10,000; what it catches is a change that makes every cached
 	// AssumedRole or Secret cost more.
-	guardMemoryPerAssumedRole = 17.0
+	guardMemoryPerAssumedRole = 16.0
 	guardMemoryNoise          = 4.0
 )
 
