@@ -307,7 +307,8 @@ func (r *AssumedRoleReconciler) setSecret(s *scope, secret *corev1.Secret) {
 	case secret.Type != secretType(s.ar):
 		// Issued for the other kind of Secret; the next issuance replaces it.
 	case s.req.ecr != nil:
-		present, err := noteLogin, error(nil)
+		var err error
+		present := noteLogin
 		if !s.cached {
 			var data []byte
 			if data, present = secret.Data[secretdata.KeyDockerConfigJSON]; present {

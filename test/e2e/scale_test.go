@@ -589,9 +589,12 @@ func stsCallsIn(t *testing.T, url, ns string) int {
 }
 
 // scrape reads a Prometheus text endpoint into name{labels} → value.
-func scrape(url string) (map[string]float64, error) {
+func scrape(url string) (map[string]float64, error) { return scrapeWith(http.DefaultClient, url) }
+
+// scrapeWith scrapes with the given client (the API server's endpoint needs its credentials).
+func scrapeWith(c *http.Client, url string) (map[string]float64, error) {
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -860,36 +863,23 @@ func profile(t *testing.T, ns string, n int, op *cluster.Process) (wait func()) 
 // apiRequests reads the API server's request counter, by verb, resource and subresource, to see
 // which requests a run made besides the writes the audit log counts.
 func apiRequests(t *testing.T, c *http.Client) map[string]float64 {
-	resp, err := c.Get(cp.URL + "/metrics")
+	m, err := scrapeWith(c, cp.URL+"/metrics")
 	if err != nil {
 		t.Errorf("API server metrics: %v", err)
 		return nil
 	}
-	defer func() { _ = resp.Body.Close() }()
 	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "apiserver_request_total{")
+	for series, v := range m {
+		labels, ok := strings.CutPrefix(series, "apiserver_request_total{")
 		if !ok {
 			continue
 		}
-		labels, value, _ := strings.Cut(line, "} ")
-		var verb, resource, sub string
-		for _, kv := range strings.Split(labels, ",") {
+		l := map[string]string{}
+		for _, kv := range strings.Split(strings.TrimSuffix(labels, "}"), ",") {
 			k, v, _ := strings.Cut(kv, "=")
-			v = strings.Trim(v, `"`)
-			switch k {
-			case "verb":
-				verb = v
-			case "resource":
-				resource = v
-			case "subresource":
-				sub = v
-			}
+			l[k] = strings.Trim(v, `"`)
 		}
-		f, _ := strconv.ParseFloat(value, 64)
-		out[verb+" "+resource+"/"+sub] += f
+		out[l["verb"]+" "+l["resource"]+"/"+l["subresource"]] += v
 	}
 	return out
 }
