@@ -94,7 +94,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var list rkv1.AssumedRoleList
-	if err := c.reader.List(ctx, &list); err != nil {
+	// Read without copies: the scrape only reads, and copying every AssumedRole on each scrape
+	// would allocate as much as the whole cache every interval.
+	if err := c.reader.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return
 	}
 	for i := range list.Items {

@@ -1,12 +1,15 @@
 package controllers
 
 import (
+	"context"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
@@ -46,5 +49,59 @@ rolekeeper_assumedrole_stalled{name="healthy",namespace="a"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "rolekeeper_assumedrole_ready", "rolekeeper_assumedrole_stalled", "rolekeeper_assumedrole_failed_attempts"); err != nil {
 		t.Error(err)
+	}
+}
+
+// copyCountingClient records, for each List, whether it asked the cache for shared objects.
+type copyCountingClient struct {
+	client.Client
+	copied, shared int
+}
+
+func (c *copyCountingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	o := (&client.ListOptions{}).ApplyOptions(opts)
+	if o.UnsafeDisableDeepCopy != nil && *o.UnsafeDisableDeepCopy {
+		c.shared++
+	} else {
+		c.copied++
+	}
+	return c.Client.List(ctx, list, opts...)
+}
+
+// The lists that only read names or status (a scrape, the AssumedRoles a policy, namespace or
+// chain source event re-queues) take the cache's objects without copying each: with thousands
+// of AssumedRoles a copy of every one per scrape or per event is a burst of garbage the size of
+// the cache.
+func TestReadOnlyListsTakeNoCopies(t *testing.T) {
+	chained := &rkv1.AssumedRole{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "chained"},
+		Spec: rkv1.AssumedRoleSpec{Source: &rkv1.CredentialSource{AssumedRoleRef: rkv1.LocalAssumedRoleReference{Name: "base"}}}}
+	fc := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(chained).
+		WithIndex(&rkv1.AssumedRole{}, sourceIndex, func(o client.Object) []string {
+			if src := o.(*rkv1.AssumedRole).Spec.Source; src != nil {
+				return []string{src.AssumedRoleRef.Name}
+			}
+			return nil
+		}).Build()
+	c := &copyCountingClient{Client: fc}
+	reg := prometheus.NewPedanticRegistry()
+	if err := NewMetrics(c).Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Gather(); err != nil {
+		t.Fatal(err)
+	}
+	r := &AssumedRoleReconciler{Client: c, Options: Options{RequireAccessPolicy: true}}
+	ctx := context.Background()
+	if got := r.dependentsOf(ctx, "a", "base"); len(got) != 1 || got[0].Name != "chained" {
+		t.Fatalf("dependents of base: %v, want a/chained", got)
+	}
+	if got := r.allAssumedRoles(ctx, nil); len(got) != 1 {
+		t.Fatalf("after a policy change: %v, want a/chained", got)
+	}
+	if got := r.assumedRolesIn(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "a"}}); len(got) != 1 {
+		t.Fatalf("after a namespace change: %v, want a/chained", got)
+	}
+	if c.copied != 0 || c.shared != 4 {
+		t.Errorf("%d lists copied the objects and %d took them shared, want 0 and 4", c.copied, c.shared)
 	}
 }

@@ -95,6 +95,10 @@ var issuances = predicate.Funcs{
 	},
 }
 
+// requests names the AssumedRoles of a list. The lists it is given are read from the cache
+// without copies (client.UnsafeDisableDeepCopy): only names are taken from the shared objects, and
+// a copy of each for that would cost a burst of deep copies on every policy, namespace or chain
+// event, the more the more AssumedRoles there are.
 func requests(list *rkv1.AssumedRoleList) []reconcile.Request {
 	out := make([]reconcile.Request, len(list.Items))
 	for i := range list.Items {
@@ -110,7 +114,7 @@ func (r *AssumedRoleReconciler) allAssumedRoles(ctx context.Context, _ client.Ob
 		return nil
 	}
 	var list rkv1.AssumedRoleList
-	if err := r.List(ctx, &list); err != nil {
+	if err := r.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing AssumedRoles after a policy change")
 		return nil
 	}
@@ -122,7 +126,7 @@ func (r *AssumedRoleReconciler) assumedRolesIn(ctx context.Context, ns client.Ob
 		return nil // namespaces are cluster-scoped: their watch sees those not served too
 	}
 	var list rkv1.AssumedRoleList
-	if err := r.List(ctx, &list, client.InNamespace(ns.GetName())); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(ns.GetName()), client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing AssumedRoles after a namespace change", "namespace", ns.GetName())
 		return nil
 	}
@@ -171,7 +175,7 @@ func (r *AssumedRoleReconciler) dependentsOf(ctx context.Context, namespace, sou
 		return nil
 	}
 	var list rkv1.AssumedRoleList
-	if err := r.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{sourceIndex: source}); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{sourceIndex: source}, client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing dependent AssumedRoles", "source", source)
 		return nil
 	}
