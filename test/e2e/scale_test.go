@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -72,8 +73,12 @@ type scaleResult struct {
 	// BestRun and BestFloor the best of each.
 	Runs, Floors       []time.Duration
 	BestRun, BestFloor time.Duration
-	// CPU is the CPU time of the first operator run, FloorCPU of the first floor.
-	CPU, FloorCPU cpuUse
+	// CPU is the CPU time of the first operator run, FloorCPU of the first floor; RunCPU and
+	// FloorCPUs those of every timed run, in the order of Runs and Floors.
+	CPU, FloorCPU     cpuUse
+	RunCPU, FloorCPUs []cpuUse
+	// RunProbes and FloorProbes are the machine's speed before each timed run (speedProbe).
+	RunProbes, FloorProbes []time.Duration
 	// Baseline is the idle operator's memory before any AssumedRole exists, Idle after N.
 	Baseline, Idle memoryUse
 	// PeakRSS is the largest RSS of the first run, during the burst (VmHWM).
@@ -267,7 +272,7 @@ func measure(t *testing.T, url, noise string, n int, guard bool) scaleResult {
 	// The first run is also measured for calls, writes, memory, spread and a restart.
 	first := issueRun(t, url, ns, n, flags(ns))
 	op, list := first.op, first.list
-	r.Runs, r.Startup, r.CPU = []time.Duration{first.readyAfter}, first.startup, first.cpu
+	r.Runs, r.Startup, r.CPU, r.RunCPU, r.RunProbes = []time.Duration{first.readyAfter}, first.startup, first.cpu, []cpuUse{first.cpu}, []time.Duration{first.probe}
 	waitIdle(t, metricsURL, 0)
 	time.Sleep(settleMemory)
 	r.Idle = memory(t, op, metricsURL)
@@ -308,7 +313,7 @@ func measure(t *testing.T, url, noise string, n int, guard bool) scaleResult {
 	runs := timedRuns(guard)
 	for rep := 1; rep <= runs; rep++ {
 		f := floor(t, issued, rep)
-		r.Floors = append(r.Floors, f.took)
+		r.Floors, r.FloorCPUs, r.FloorProbes = append(r.Floors, f.took), append(r.FloorCPUs, f.cpu), append(r.FloorProbes, f.probe)
 		if rep == 1 {
 			r.FloorCPU = f.cpu
 		}
@@ -317,7 +322,7 @@ func measure(t *testing.T, url, noise string, n int, guard bool) scaleResult {
 			run := issueRun(t, url, again, n, flags(again))
 			run.op.Stop()
 			deleteRunObjects(t, again)
-			r.Runs = append(r.Runs, run.readyAfter)
+			r.Runs, r.RunCPU, r.RunProbes = append(r.Runs, run.readyAfter), append(r.RunCPU, run.cpu), append(r.RunProbes, run.probe)
 		}
 	}
 	r.ReadyAfter, r.Floor = median(r.Runs), median(r.Floors)
@@ -331,6 +336,7 @@ type run struct {
 	readyAfter, startup time.Duration
 	list                rkv1.AssumedRoleList
 	cpu                 cpuUse
+	probe               time.Duration // the machine's speed just before the run (speedProbe)
 }
 
 // issueRun creates N AssumedRoles in ns while no operator runs, as the floor's exist before its
@@ -348,6 +354,7 @@ func issueRun(t *testing.T, url, ns string, n int, args []string) run {
 		})
 	})
 	settle(t)
+	probe := speedProbe()
 	audit := followAudit(t, ns)
 	launched := time.Now()
 	op := operator(t, replicaA, url, args...)
@@ -358,7 +365,18 @@ func issueRun(t *testing.T, url, ns string, n int, args []string) run {
 	deadline := time.Now().Add(30 * time.Minute)
 	// The AssumedRoles are listed only once the audit log shows N status writes (listing N
 	// objects is work for the API server), and again each second should some not be Ready yet.
-	for audit.poll(t) < n || !allReady(t, ns, n, &res.list) {
+	// CPU is read before the first list, which is the harness's work, not the operator's.
+	var after *cpuUse
+	for {
+		if audit.poll(t) >= n {
+			if after == nil {
+				u := cpuNow(op)
+				after = &u
+			}
+			if allReady(t, ns, n, &res.list) {
+				break
+			}
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%d AssumedRoles not Ready after 30 minutes (%d status writes)", n, audit.statusWrites)
 		}
@@ -368,7 +386,7 @@ func issueRun(t *testing.T, url, ns string, n int, args []string) run {
 			time.Sleep(time.Second)
 		}
 	}
-	res.op, res.readyAfter, res.startup, res.cpu = op, audit.last.Sub(start), start.Sub(launched), cpuNow(op).since(before)
+	res.op, res.readyAfter, res.startup, res.cpu, res.probe = op, audit.last.Sub(start), start.Sub(launched), after.since(before), probe
 	done()
 	t.Logf("N=%d in %s: Ready after %v; CPU seconds %s", n, ns, res.readyAfter, res.cpu)
 	return res
@@ -436,6 +454,7 @@ func floor(t *testing.T, writes []issuance, rep int) floorRun {
 		return err
 	})
 	settle(t)
+	probe := speedProbe()
 	audit := followAudit(t, ns)
 	start := time.Now()
 	before := cpuNow(nil)
@@ -456,7 +475,7 @@ func floor(t *testing.T, writes []issuance, rep int) floorRun {
 	if got := audit.poll(t); got != n {
 		t.Fatalf("floor: the audit log shows %d status writes, want %d", got, n)
 	}
-	res := floorRun{took: audit.last.Sub(start), cpu: cpuNow(nil).since(before)}
+	res := floorRun{took: audit.last.Sub(start), cpu: cpuNow(nil).since(before), probe: probe}
 	done()
 	deleteRunObjects(t, ns)
 	t.Logf("N=%d floor in %s: %v; CPU seconds %s", n, ns, res.took, res.cpu)
@@ -464,8 +483,9 @@ func floor(t *testing.T, writes []issuance, rep int) floorRun {
 }
 
 type floorRun struct {
-	took time.Duration
-	cpu  cpuUse
+	took  time.Duration
+	cpu   cpuUse
+	probe time.Duration
 }
 
 // deleteRunObjects deletes a finished run's AssumedRoles and Secrets, so that every timed run
@@ -694,6 +714,14 @@ func report(rs []scaleResult) string {
 			r.N, r.ReadyAfter.Seconds(), float64(r.N)/r.ReadyAfter.Seconds(), r.Floor.Seconds(), ratio(r), bestRatio(r), seconds(r.Runs), seconds(r.Floors),
 			r.CPU.APIServer, r.CPU.Etcd, r.CPU.Operator, r.CPU.Emulator, r.FloorCPU.APIServer, r.FloorCPU.Etcd, r.FloorCPU.Client)
 	}
+	b.WriteString("\n### CPU of every timed run\n\n")
+	b.WriteString("| N | operator runs: CPU s of all processes (API server) | floor runs: CPU s of all processes (API server) | CPU, operator/floor medians | cores busy, median of runs (operator / floor) | speed probe before each operator run / floor run (ms) | each operator run / the floor run after it, median |\n")
+	b.WriteString("|---|---|---|---|---|---|---|\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %d | %s | %s | %.2f× | %.2f / %.2f | %s / %s | %.2f× |\n", r.N, cpuRuns(r.RunCPU), cpuRuns(r.FloorCPUs),
+			medianFloat(totals(r.RunCPU))/medianFloat(totals(r.FloorCPUs)), medianFloat(busy(r.RunCPU, r.Runs)), medianFloat(busy(r.FloorCPUs, r.Floors)),
+			millis(r.RunProbes), millis(r.FloorProbes), medianFloat(paired(r)))
+	}
 	b.WriteString("\n### Counts, restart, memory and renewal spread (first run)\n\n")
 	b.WriteString("| N | STS calls per AssumedRole | API writes per issuance (Secret + status) | events per issuance | restart: STS calls | restart: writes | start-up (not counted) | restart: idle after | RSS idle (no ARs → N) | of which private | private memory per AssumedRole | peak RSS (during the burst) | Go heap in use (no ARs → N) | renewal spread: busiest second |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -711,6 +739,74 @@ func report(rs []scaleResult) string {
 			r.SpreadPeak, 100*float64(r.SpreadPeak)/float64(r.N), r.SpreadSeconds)
 	}
 	return b.String()
+}
+
+func cpuRuns(us []cpuUse) string {
+	parts := make([]string, len(us))
+	for i, u := range us {
+		parts[i] = fmt.Sprintf("%.1f (%.1f)", u.total(), u.APIServer)
+	}
+	return strings.Join(parts, " / ")
+}
+
+func millis(ds []time.Duration) string {
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		parts[i] = fmt.Sprintf("%.1f", float64(d.Microseconds())/1000)
+	}
+	return strings.Join(parts, " ")
+}
+
+// paired is each operator run's time over the floor run that follows it, the two closest in
+// time: what the machine's drift from one run to the next does not move much.
+func paired(r scaleResult) []float64 {
+	out := make([]float64, 0, len(r.Floors))
+	for i := range min(len(r.Runs), len(r.Floors)) {
+		out = append(out, r.Runs[i].Seconds()/r.Floors[i].Seconds())
+	}
+	return out
+}
+
+// speedProbe times a fixed piece of work on one core while the cluster is idle (the median of
+// three): on a shared machine the same work takes longer at some times than at others, and this
+// shows how the machine's speed moved between runs.
+func speedProbe() time.Duration {
+	buf := make([]byte, 32<<20)
+	_ = sha256.Sum256(buf) // the first pass also faults the pages in
+	times := make([]time.Duration, 3)
+	for i := range times {
+		start := time.Now()
+		_ = sha256.Sum256(buf)
+		times[i] = time.Since(start)
+	}
+	return median(times)
+}
+
+func totals(us []cpuUse) []float64 {
+	out := make([]float64, len(us))
+	for i, u := range us {
+		out[i] = u.total()
+	}
+	return out
+}
+
+// busy is how many cores each run kept busy on average: its CPU time over its time.
+func busy(us []cpuUse, took []time.Duration) []float64 {
+	out := make([]float64, len(us))
+	for i, u := range us {
+		out[i] = u.total() / took[i].Seconds()
+	}
+	return out
+}
+
+// medianFloat is the lower middle value, as median is for durations; 0 for none.
+func medianFloat(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
 }
 
 // cpuSeconds is the CPU time a process has used (user and system).
@@ -748,6 +844,10 @@ func settle(t *testing.T) {
 type cpuUse struct{ APIServer, Etcd, Operator, Emulator, Client float64 }
 
 func (u cpuUse) controlPlane() float64 { return u.APIServer + u.Etcd }
+
+// total is the CPU time of every process of the run: on a machine whose cores are all busy
+// through a run, what the run's time follows.
+func (u cpuUse) total() float64 { return u.APIServer + u.Etcd + u.Operator + u.Emulator + u.Client }
 
 func cpuNow(op *cluster.Process) cpuUse {
 	u := cpuUse{
