@@ -95,11 +95,14 @@ func Secret(t testing.TB, c client.Client, ns, name string) *corev1.Secret {
 func Annotate(t testing.TB, c client.Client, ns, name, key, value string) {
 	t.Helper()
 	ar := AssumedRole(t, c, ns, name)
+	orig := ar.DeepCopy()
 	if ar.Annotations == nil {
 		ar.Annotations = map[string]string{}
 	}
 	ar.Annotations[key] = value
-	if err := c.Update(context.Background(), ar); err != nil {
+	// A merge patch of the annotation alone, without the resourceVersion: the operator may write
+	// status between the read and this write, and an update would then fail with a conflict.
+	if err := c.Patch(context.Background(), ar, client.MergeFrom(orig)); err != nil {
 		t.Fatal(err)
 	}
 }
