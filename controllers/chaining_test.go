@@ -1,7 +1,6 @@
 package controllers_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -79,12 +78,9 @@ func TestChainFromAFailingSource(t *testing.T) {
 	h.waitCondition("dependent", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
 
 	// A spec the source has no credentials for: its Secret holds the old role's.
-	base := h.get("base")
-	base.Spec.AssumeRole.RoleArn = "arn:aws:iam::111122223333:role/base-v2"
-	h.sts.SetRole(base.Spec.AssumeRole.RoleArn, ststest.RoleRule{Deny: true})
-	if err := k8s.Update(context.Background(), base); err != nil {
-		t.Fatal(err)
-	}
+	const baseV2 = "arn:aws:iam::111122223333:role/base-v2"
+	h.sts.SetRole(baseV2, ststest.RoleRule{Deny: true})
+	h.change("base", func(base *rkv1.AssumedRole) { base.Spec.AssumeRole.RoleArn = baseV2 })
 	h.waitCondition("base", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonIssueFailed, 30*time.Second)
 	h.create(h.ns, "late", chained("late", "base"))
 	ar := h.waitCondition("late", rkv1.ConditionReady, metav1.ConditionFalse, rkv1.ReasonSourceNotReady, 30*time.Second)

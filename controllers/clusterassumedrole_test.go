@@ -92,13 +92,11 @@ func TestClusterAssumedRoleFanOut(t *testing.T) {
 	h.phase("a child edited by hand is put back to the template", func(t *testing.T) {
 		// As kubectl apply would: the last-applied annotation, which the cache does not keep,
 		// must survive the repair.
-		b := h.getIn(nsB, name)
-		b.Spec.AssumeRole.DurationSeconds = ptr.To[int32](900)
 		const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
-		b.Annotations = map[string]string{lastApplied: `{"spec":{"assumeRole":{"durationSeconds":900}}}`}
-		if err := k8s.Update(context.Background(), b); err != nil {
-			t.Fatal(err)
-		}
+		h.changeIn(nsB, name, func(b *rkv1.AssumedRole) {
+			b.Spec.AssumeRole.DurationSeconds = ptr.To[int32](900)
+			b.Annotations = map[string]string{lastApplied: `{"spec":{"assumeRole":{"durationSeconds":900}}}`}
+		})
 		h.eventually(20*time.Second, "the template restored in "+nsB, func() bool { return h.getIn(nsB, name).Spec.AssumeRole.DurationSeconds == nil })
 		if got := h.getIn(nsB, name).Annotations[lastApplied]; got == "" {
 			t.Error("repairing the AssumedRole removed its last-applied annotation")

@@ -353,12 +353,10 @@ func TestSecretTemplate(t *testing.T) {
 	}
 
 	h.phase("an invalid template stalls and leaves the Secret as it was", func(t *testing.T) {
-		ar := h.get("app")
-		ar.Spec.Secret.Template.Data["settings.json"] = `{{ range 1000000000 }}{{ end }}`
-		if err := k8s.Update(context.Background(), ar); err != nil {
-			t.Fatal(err)
-		}
-		ar = h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionFalse, rkv1.ReasonTemplateInvalid, 30*time.Second)
+		h.change("app", func(ar *rkv1.AssumedRole) {
+			ar.Spec.Secret.Template.Data["settings.json"] = `{{ range 1000000000 }}{{ end }}`
+		})
+		ar := h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionFalse, rkv1.ReasonTemplateInvalid, 30*time.Second)
 		if msg := condition(ar, rkv1.ConditionStalled).Message; !strings.Contains(msg, "range is not allowed") {
 			t.Errorf("Stalled message %q", msg)
 		}
@@ -368,11 +366,7 @@ func TestSecretTemplate(t *testing.T) {
 		}
 	})
 	h.phase("a fixed template renders without calling STS", func(t *testing.T) {
-		ar := h.get("app")
-		ar.Spec.Secret.Template.Data["settings.json"] = `{{ .Region | upper }}`
-		if err := k8s.Update(context.Background(), ar); err != nil {
-			t.Fatal(err)
-		}
+		h.change("app", func(ar *rkv1.AssumedRole) { ar.Spec.Secret.Template.Data["settings.json"] = `{{ .Region | upper }}` })
 		h.eventually(20*time.Second, "the fixed template rendered", func() bool { return string(h.secret("app").Data["settings.json"]) == "US-EAST-1" })
 		h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, "", 20*time.Second)
 		if n := h.sts.CallCount("AssumeRole"); n != 1 {

@@ -189,11 +189,7 @@ func TestECRPullSecretFailuresAndTypeChange(t *testing.T) {
 	})
 	h.phase("back to the default type, the Secret is replaced", func(t *testing.T) {
 		// Kubernetes cannot change a Secret's type.
-		cur := h.get("pull")
-		cur.Spec.Secret = rkv1.SecretSpec{}
-		if err := k8s.Update(context.Background(), cur); err != nil {
-			t.Fatal(err)
-		}
+		h.change("pull", func(cur *rkv1.AssumedRole) { cur.Spec.Secret = rkv1.SecretSpec{} })
 		h.waitCondition("pull", rkv1.ConditionReady, metav1.ConditionTrue, "", 20*time.Second)
 		opaque := h.secret("pull")
 		if opaque.Type != corev1.SecretTypeOpaque || opaque.UID == pull.UID || len(opaque.Data[corev1.DockerConfigJsonKey]) != 0 || len(opaque.Data["AWS_SESSION_TOKEN"]) == 0 {

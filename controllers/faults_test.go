@@ -108,11 +108,7 @@ func TestAccessDeniedStallsWithoutHotLoop(t *testing.T) {
 	h.phase("a spec change is tried at once despite the backoff", func(t *testing.T) {
 		// Without session tags the role may be assumed.
 		h.sts.SetRole("arn:aws:iam::111122223333:role/locked", ststest.RoleRule{})
-		ar := h.get("locked")
-		ar.Spec.AssumeRole.DurationSeconds = ptr.To[int32](1800)
-		if err := k8s.Update(context.Background(), ar); err != nil {
-			t.Fatal(err)
-		}
+		h.change("locked", func(ar *rkv1.AssumedRole) { ar.Spec.AssumeRole.DurationSeconds = ptr.To[int32](1800) })
 		h.waitCondition("locked", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonIssued, 30*time.Second)
 		if n := h.sts.CallCount("AssumeRole"); n != 2 {
 			t.Errorf("%d calls, want 2", n)
@@ -239,12 +235,8 @@ func TestNoCredentialMaterialInLogsEventsOrConditions(t *testing.T) {
 	h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, "", 30*time.Second)
 	creds := credsOf(h.secret("app"))
 	h.sts.FailNext(1, "AccessDenied", 403, fmt.Sprintf("denied for %s with %s and secret %s", creds.AccessKeyID, creds.SessionToken, creds.SecretAccessKey))
-	ar := h.get("app")
-	ar.Annotations = map[string]string{rkv1.AnnotationRotate: "1"}
-	if err := k8s.Update(context.Background(), ar); err != nil {
-		t.Fatal(err)
-	}
-	ar = h.waitCondition("app", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonIssueFailed, 30*time.Second)
+	h.change("app", func(ar *rkv1.AssumedRole) { ar.Annotations = map[string]string{rkv1.AnnotationRotate: "1"} })
+	ar := h.waitCondition("app", rkv1.ConditionStalled, metav1.ConditionTrue, rkv1.ReasonIssueFailed, 30*time.Second)
 	if !strings.Contains(ar.Status.LastFailure.Message, "[REDACTED]") {
 		t.Errorf("the failure message was not redacted: %q", ar.Status.LastFailure.Message)
 	}

@@ -66,11 +66,7 @@ func TestSecretRepairAndRecreate(t *testing.T) {
 		})
 	})
 	h.phase("a spec change re-issues at once", func(t *testing.T) {
-		ar := h.get("app")
-		ar.Spec.AssumeRole.SessionName = "renamed"
-		if err := k8s.Update(ctx, ar); err != nil {
-			t.Fatal(err)
-		}
+		h.change("app", func(ar *rkv1.AssumedRole) { ar.Spec.AssumeRole.SessionName = "renamed" })
 		h.eventually(20*time.Second, "re-issue after a spec change", func() bool {
 			calls := h.sts.Calls()
 			return len(calls) > 0 && calls[len(calls)-1].SessionName == "renamed"

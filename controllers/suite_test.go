@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -399,6 +400,23 @@ func (h *harness) getIn(ns, name string) *rkv1.AssumedRole {
 func (h *harness) get(name string) *rkv1.AssumedRole {
 	h.t.Helper()
 	return th.AssumedRole(h.tb(), k8s, h.ns, name)
+}
+
+// change applies mutate to the AssumedRole as it is now and writes it, again on a conflict: the
+// operator may write status between the read and the write (a step that waited for a Secret
+// does not wait for the status written after it).
+func (h *harness) change(name string, mutate func(*rkv1.AssumedRole)) { h.changeIn(h.ns, name, mutate) }
+
+func (h *harness) changeIn(ns, name string, mutate func(*rkv1.AssumedRole)) {
+	h.t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		ar := th.AssumedRole(h.tb(), k8s, ns, name)
+		mutate(ar)
+		return k8s.Update(context.Background(), ar)
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 // policy creates a cluster-scoped AssumedRolePolicy, named after the test, removed when it ends.

@@ -1,7 +1,6 @@
 package controllers_test
 
 import (
-	"context"
 	"fmt"
 	"reflect"
 	"strings"
@@ -226,11 +225,9 @@ func TestHostileTemplateCannotStopOtherNamespaces(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("app rotated %d times in 90 s, want 3", len(seen)-1)
 		}
-		ar := h.getIn(attacker, "bomb")
-		ar.Spec.Secret.Template.Data["round"] = fmt.Sprintf("{{ len (base64 (base64 .SessionToken)) }} %d", i)
-		if err := k8s.Update(context.Background(), ar); err != nil {
-			t.Fatal(err)
-		}
+		h.changeIn(attacker, "bomb", func(ar *rkv1.AssumedRole) {
+			ar.Spec.Secret.Template.Data["round"] = fmt.Sprintf("{{ len (base64 (base64 .SessionToken)) }} %d", i)
+		})
 		notPermitted()
 		c := credsOf(h.secret("app"))
 		if c == nil || !time.Now().Before(c.Expiration) {
