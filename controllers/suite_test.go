@@ -21,7 +21,6 @@ import (
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -409,14 +408,7 @@ func (h *harness) change(name string, mutate func(*rkv1.AssumedRole)) { h.change
 
 func (h *harness) changeIn(ns, name string, mutate func(*rkv1.AssumedRole)) {
 	h.t.Helper()
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		ar := th.AssumedRole(h.tb(), k8s, ns, name)
-		mutate(ar)
-		return k8s.Update(context.Background(), ar)
-	})
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	th.Change(h.tb(), k8s, ns, name, mutate)
 }
 
 // policy creates a cluster-scoped AssumedRolePolicy, named after the test, removed when it ends.

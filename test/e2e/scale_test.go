@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -202,11 +203,24 @@ func privatePerAssumedRole(r scaleResult) float64 {
 	return (r.Idle.Private - r.Baseline.Private) * 1024 / float64(r.N)
 }
 
-// median of durations (the lower middle one for an even count).
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
+// median is the middle value (the lower middle one for an even count); zero for none.
+func median[T cmp.Ordered](xs []T) T {
+	var zero T
+	if len(xs) == 0 {
+		return zero
+	}
+	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[(len(s)-1)/2]
+}
+
+// joined formats each value and joins them with sep, for the report's lists of runs.
+func joined[T any](xs []T, sep string, format func(T) string) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = format(x)
+	}
+	return strings.Join(parts, sep)
 }
 
 // timedRuns is how often the operator and the floor each run for the clock: one for the guard,
@@ -700,11 +714,13 @@ func memory(t *testing.T, op *cluster.Process, url string) (u memoryUse) {
 func report(rs []scaleResult) string {
 	var b strings.Builder
 	seconds := func(ds []time.Duration) string {
-		parts := make([]string, len(ds))
-		for i, d := range ds {
-			parts[i] = fmt.Sprintf("%.2f", d.Seconds())
-		}
-		return strings.Join(parts, " / ")
+		return joined(ds, " / ", func(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) })
+	}
+	millis := func(ds []time.Duration) string {
+		return joined(ds, " ", func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) })
+	}
+	cpuRuns := func(us []cpuUse) string {
+		return joined(us, " / ", func(u cpuUse) string { return fmt.Sprintf("%.1f (%.1f)", u.total(), u.APIServer) })
 	}
 	b.WriteString("### Issuing N AssumedRoles against the floor\n\n")
 	b.WriteString("| N | all Ready after (median) | AssumedRoles/s | floor (median) | operator/floor, medians | best run / best floor | operator runs (s) | floor runs (s) | CPU s, first operator run: API server / etcd / operator / STS emulator | CPU s, first floor run: API server / etcd / client |\n")
@@ -719,8 +735,8 @@ func report(rs []scaleResult) string {
 	b.WriteString("|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
 		fmt.Fprintf(&b, "| %d | %s | %s | %.2f× | %.2f / %.2f | %s / %s | %.2f× |\n", r.N, cpuRuns(r.RunCPU), cpuRuns(r.FloorCPUs),
-			medianFloat(totals(r.RunCPU))/medianFloat(totals(r.FloorCPUs)), medianFloat(busy(r.RunCPU, r.Runs)), medianFloat(busy(r.FloorCPUs, r.Floors)),
-			millis(r.RunProbes), millis(r.FloorProbes), medianFloat(paired(r)))
+			median(totals(r.RunCPU))/median(totals(r.FloorCPUs)), median(busy(r.RunCPU, r.Runs)), median(busy(r.FloorCPUs, r.Floors)),
+			millis(r.RunProbes), millis(r.FloorProbes), median(paired(r)))
 	}
 	b.WriteString("\n### Counts, restart, memory and renewal spread (first run)\n\n")
 	b.WriteString("| N | STS calls per AssumedRole | API writes per issuance (Secret + status) | events per issuance | restart: STS calls | restart: writes | start-up (not counted) | restart: idle after | RSS idle (no ARs → N) | of which private | private memory per AssumedRole | peak RSS (during the burst) | Go heap in use (no ARs → N) | renewal spread: busiest second |\n")
@@ -741,22 +757,6 @@ func report(rs []scaleResult) string {
 	return b.String()
 }
 
-func cpuRuns(us []cpuUse) string {
-	parts := make([]string, len(us))
-	for i, u := range us {
-		parts[i] = fmt.Sprintf("%.1f (%.1f)", u.total(), u.APIServer)
-	}
-	return strings.Join(parts, " / ")
-}
-
-func millis(ds []time.Duration) string {
-	parts := make([]string, len(ds))
-	for i, d := range ds {
-		parts[i] = fmt.Sprintf("%.1f", float64(d.Microseconds())/1000)
-	}
-	return strings.Join(parts, " ")
-}
-
 // paired is each operator run's time over the floor run that follows it, the two closest in
 // time: what the machine's drift from one run to the next does not move much.
 func paired(r scaleResult) []float64 {
@@ -771,8 +771,7 @@ func paired(r scaleResult) []float64 {
 // three): on a shared machine the same work takes longer at some times than at others, and this
 // shows how the machine's speed moved between runs.
 func speedProbe() time.Duration {
-	buf := make([]byte, 32<<20)
-	_ = sha256.Sum256(buf) // the first pass also faults the pages in
+	buf := probeInput()
 	times := make([]time.Duration, 3)
 	for i := range times {
 		start := time.Now()
@@ -781,6 +780,13 @@ func speedProbe() time.Duration {
 	}
 	return median(times)
 }
+
+// probeInput is the probe's input, made and faulted in once.
+var probeInput = sync.OnceValue(func() []byte {
+	buf := make([]byte, 32<<20)
+	_ = sha256.Sum256(buf)
+	return buf
+})
 
 func totals(us []cpuUse) []float64 {
 	out := make([]float64, len(us))
@@ -797,16 +803,6 @@ func busy(us []cpuUse, took []time.Duration) []float64 {
 		out[i] = u.total() / took[i].Seconds()
 	}
 	return out
-}
-
-// medianFloat is the lower middle value, as median is for durations; 0 for none.
-func medianFloat(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[(len(s)-1)/2]
 }
 
 // cpuSeconds is the CPU time a process has used (user and system).

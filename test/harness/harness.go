@@ -22,6 +22,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
@@ -103,6 +104,20 @@ func Annotate(t testing.TB, c client.Client, ns, name, key, value string) {
 	// A merge patch of the annotation alone, without the resourceVersion: the operator may write
 	// status between the read and this write, and an update would then fail with a conflict.
 	if err := c.Patch(context.Background(), ar, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Change applies mutate to the AssumedRole as it is now and updates it, reading and applying
+// again on a conflict: the operator may write status between the read and the write.
+func Change(t testing.TB, c client.Client, ns, name string, mutate func(*rkv1.AssumedRole)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		ar := AssumedRole(t, c, ns, name)
+		mutate(ar)
+		return c.Update(context.Background(), ar)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
