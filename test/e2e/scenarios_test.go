@@ -26,6 +26,7 @@ import (
 	rkv1 "github.com/rolekeeper/rolekeeper/api/v1alpha1"
 	"github.com/rolekeeper/rolekeeper/pkg/secretdata"
 	"github.com/rolekeeper/rolekeeper/pkg/sts/ststest"
+	"github.com/rolekeeper/rolekeeper/test/harness"
 	"github.com/rolekeeper/rolekeeper/test/minio"
 	"github.com/rolekeeper/rolekeeper/test/testenv"
 )
@@ -267,11 +268,7 @@ func TestKillMidRotation(t *testing.T) {
 	emu(t, http.MethodPost, "/_ststest/latency?d=3s", nil)
 	rotated := []string{"a", "b", "c"}
 	for _, n := range rotated {
-		ar := get(t, ns, n)
-		ar.Annotations = map[string]string{rkv1.AnnotationRotate: "kill-test"}
-		if err := admin.Update(context.Background(), ar); err != nil {
-			t.Fatal(err)
-		}
+		harness.Annotate(t, admin, ns, n, rkv1.AnnotationRotate, "kill-test")
 	}
 	eventually(t, 30*time.Second, "the three rotations in flight", func() bool { return emulator.InFlight(t) >= len(rotated) })
 	op.Kill()
@@ -448,11 +445,7 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"denied", "malformed"} {
-		ar := get(t, ns, name)
-		ar.Annotations = map[string]string{"test.rolekeeper.io/poke": "1"}
-		if err := admin.Update(context.Background(), ar); err != nil {
-			t.Fatal(err)
-		}
+		harness.Annotate(t, admin, ns, name, "test.rolekeeper.io/poke", "1")
 	}
 	drained(t, metrics, done+2)
 	all := calls(t)
