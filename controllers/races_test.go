@@ -171,11 +171,7 @@ func TestSecretWriteRaces(t *testing.T) {
 				}
 			}
 		}
-		ar := h.get("app")
-		imagePull(ar)
-		if err := k8s.Update(context.Background(), ar); err != nil {
-			t.Fatal(err)
-		}
+		h.change("app", imagePull)
 		h.waitCondition("app", rkv1.ConditionReady, metav1.ConditionTrue, rkv1.ReasonRenewed, 30*time.Second)
 		if !once.Load() {
 			t.Fatal("no delete was sent: the test proves nothing")
