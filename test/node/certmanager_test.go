@@ -32,29 +32,21 @@ import (
 	"github.com/rolekeeper/rolekeeper/webhooks"
 )
 
-// certManagerCRDs stand in for cert-manager's Issuer and Certificate: enough for the API server
-// to store the chart's objects. The test does cert-manager's part itself (the self-signed issuer
-// and the CA injector), so the chart's cert-manager mode runs on the node without cert-manager.
-const certManagerCRDs = `apiVersion: apiextensions.k8s.io/v1
+// standInCRD is a cert-manager.io/v1 kind that only stores what it is given: the test does
+// cert-manager's part itself (the self-signed issuer and the CA injector), so the chart's
+// cert-manager mode runs on the node without cert-manager.
+func standInCRD(kind, plural string) string {
+	return fmt.Sprintf(`apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
-metadata: {name: issuers.cert-manager.io}
+metadata: {name: %[2]s.cert-manager.io}
 spec:
   group: cert-manager.io
-  names: {kind: Issuer, listKind: IssuerList, plural: issuers, singular: issuer}
+  names: {kind: %[1]s, listKind: %[1]sList, plural: %[2]s, singular: %[3]s}
   scope: Namespaced
   versions:
   - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: certificates.cert-manager.io}
-spec:
-  group: cert-manager.io
-  names: {kind: Certificate, listKind: CertificateList, plural: certificates, singular: certificate}
-  scope: Namespaced
-  versions:
-  - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
-`
+`, kind, plural, strings.ToLower(kind))
+}
 
 // chartCertificate is what the test reads of the chart's Certificate and Issuer.
 type chartCertificate struct {
@@ -147,7 +139,7 @@ func TestWebhookCertManagerMode(t *testing.T) {
 	if out, err := runErr(os.Getenv("HELM_BIN"), "status", releaseName, "-n", operatorNamespace); err == nil && strings.Contains(out, "STATUS: deployed") {
 		helmUninstall(t)
 	}
-	apply(t, certManagerCRDs)
+	apply(t, standInCRD("Issuer", "issuers")+"---\n"+standInCRD("Certificate", "certificates"))
 	certSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNamespace, Name: releaseName + "-webhook-cert"}}
 	t.Cleanup(func() {
 		// The chart's default install, which the next tests make, creates this Secret itself.
