@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -265,19 +266,9 @@ func TestWebhookCertManagerMode(t *testing.T) {
 	})
 	after := operatorPods(t, 2)
 	for _, p := range after {
-		if !podListed(pods, p) || p.Status.ContainerStatuses[0].RestartCount != 0 {
+		if !slices.ContainsFunc(pods, func(q corev1.Pod) bool { return q.UID == p.UID }) || p.Status.ContainerStatuses[0].RestartCount != 0 {
 			t.Errorf("operator pod %s was replaced or restarted (%d restarts) for the renewal", p.Name, p.Status.ContainerStatuses[0].RestartCount)
 		}
 	}
 	t.Logf("old certificate refused: %s; renewed certificate served by both pods %v after the Secret changed", tail(strings.TrimSpace(refusal), 1), reloaded.Round(100*time.Millisecond))
-}
-
-// podListed reports whether p (by UID) is one of pods.
-func podListed(pods []corev1.Pod, p corev1.Pod) bool {
-	for _, q := range pods {
-		if q.UID == p.UID {
-			return true
-		}
-	}
-	return false
 }
