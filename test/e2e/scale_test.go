@@ -79,8 +79,10 @@ type scaleResult struct {
 	// FloorCPUs those of every timed run, in the order of Runs and Floors.
 	CPU, FloorCPU     cpuUse
 	RunCPU, FloorCPUs []cpuUse
-	// RunProbes and FloorProbes are the machine's speed before each timed run (speedProbe).
+	// RunProbes and FloorProbes are the machine's speed before each timed run (speedProbe),
+	// RunPaces and FloorPaces during it (pace).
 	RunProbes, FloorProbes []time.Duration
+	RunPaces, FloorPaces   []pace
 	// Baseline is the idle operator's memory before any AssumedRole exists, Idle after N.
 	Baseline, Idle memoryUse
 	// PeakRSS is the largest RSS of the first run, during the burst (VmHWM).
@@ -288,6 +290,7 @@ func measure(t *testing.T, url, noise string, n int, guard bool) scaleResult {
 	first := issueRun(t, url, ns, n, flags(ns))
 	op, list := first.op, first.list
 	r.Runs, r.Startup, r.CPU, r.RunCPU, r.RunProbes = []time.Duration{first.readyAfter}, first.startup, first.cpu, []cpuUse{first.cpu}, []time.Duration{first.probe}
+	r.RunPaces = []pace{first.pace}
 	waitIdle(t, metricsURL, 0)
 	time.Sleep(settleMemory)
 	r.Idle = memory(t, op, metricsURL)
@@ -328,7 +331,7 @@ func measure(t *testing.T, url, noise string, n int, guard bool) scaleResult {
 	runs := timedRuns(guard)
 	for rep := 1; rep <= runs; rep++ {
 		f := floor(t, issued, rep)
-		r.Floors, r.FloorCPUs, r.FloorProbes = append(r.Floors, f.took), append(r.FloorCPUs, f.cpu), append(r.FloorProbes, f.probe)
+		r.Floors, r.FloorCPUs, r.FloorProbes, r.FloorPaces = append(r.Floors, f.took), append(r.FloorCPUs, f.cpu), append(r.FloorProbes, f.probe), append(r.FloorPaces, f.pace)
 		if rep == 1 {
 			r.FloorCPU = f.cpu
 		}
@@ -337,7 +340,7 @@ func measure(t *testing.T, url, noise string, n int, guard bool) scaleResult {
 			run := issueRun(t, url, again, n, flags(again))
 			run.op.Stop()
 			deleteRunObjects(t, again)
-			r.Runs, r.RunCPU, r.RunProbes = append(r.Runs, run.readyAfter), append(r.RunCPU, run.cpu), append(r.RunProbes, run.probe)
+			r.Runs, r.RunCPU, r.RunProbes, r.RunPaces = append(r.Runs, run.readyAfter), append(r.RunCPU, run.cpu), append(r.RunProbes, run.probe), append(r.RunPaces, run.pace)
 		}
 	}
 	r.ReadyAfter, r.Floor = median(r.Runs), median(r.Floors)
@@ -352,6 +355,7 @@ type run struct {
 	list                rkv1.AssumedRoleList
 	cpu                 cpuUse
 	probe               time.Duration // the machine's speed just before the run (speedProbe)
+	pace                pace          // and while it went on
 }
 
 // issueRun creates N AssumedRoles in ns while no operator runs, as the floor's exist before its
@@ -371,6 +375,7 @@ func issueRun(t *testing.T, url, ns string, n int, args []string) run {
 	settle(t)
 	probe := speedProbe()
 	audit := followAudit(t, ns)
+	sampling := startPace() // before the operator starts: its first read of the API server's metrics is not in the run
 	launched := time.Now()
 	op := operator(t, replicaA, url, args...)
 	start := workersStarted(t, op)
@@ -386,7 +391,7 @@ func issueRun(t *testing.T, url, ns string, n int, args []string) run {
 		if audit.poll(t) >= n {
 			if after == nil {
 				u := cpuNow(op)
-				after = &u
+				after, res.pace = &u, sampling.finish()
 			}
 			if allReady(t, ns, n, &res.list) {
 				break
@@ -403,7 +408,7 @@ func issueRun(t *testing.T, url, ns string, n int, args []string) run {
 	}
 	res.op, res.readyAfter, res.startup, res.cpu, res.probe = op, audit.last.Sub(start), start.Sub(launched), after.since(before), probe
 	done()
-	t.Logf("N=%d in %s: Ready after %v; CPU seconds %s", n, ns, res.readyAfter, res.cpu)
+	t.Logf("N=%d in %s: Ready after %v; CPU seconds %s; %s", n, ns, res.readyAfter, res.cpu, res.pace)
 	return res
 }
 
@@ -471,6 +476,7 @@ func floor(t *testing.T, writes []issuance, rep int) floorRun {
 	settle(t)
 	probe := speedProbe()
 	audit := followAudit(t, ns)
+	sampling := startPace()
 	start := time.Now()
 	before := cpuNow(nil)
 	done := profile(t, ns, n, nil)
@@ -490,10 +496,10 @@ func floor(t *testing.T, writes []issuance, rep int) floorRun {
 	if got := audit.poll(t); got != n {
 		t.Fatalf("floor: the audit log shows %d status writes, want %d", got, n)
 	}
-	res := floorRun{took: audit.last.Sub(start), cpu: cpuNow(nil).since(before), probe: probe}
+	res := floorRun{took: audit.last.Sub(start), cpu: cpuNow(nil).since(before), probe: probe, pace: sampling.finish()}
 	done()
 	deleteRunObjects(t, ns)
-	t.Logf("N=%d floor in %s: %v; CPU seconds %s", n, ns, res.took, res.cpu)
+	t.Logf("N=%d floor in %s: %v; CPU seconds %s; %s", n, ns, res.took, res.cpu, res.pace)
 	return res
 }
 
@@ -501,6 +507,7 @@ type floorRun struct {
 	took  time.Duration
 	cpu   cpuUse
 	probe time.Duration
+	pace  pace
 }
 
 // deleteRunObjects deletes a finished run's AssumedRoles and Secrets, so that every timed run
@@ -752,6 +759,19 @@ func report(rs []scaleResult) string {
 			median(totals(r.RunCPU))/median(totals(r.FloorCPUs)), median(busy(r.RunCPU, r.Runs)), median(busy(r.FloorCPUs, r.Floors)),
 			millis(r.RunProbes), millis(r.FloorProbes), median(paired(r)))
 	}
+	b.WriteString("\n### What moved from run to run\n\n")
+	b.WriteString("| N | API server, MiB allocated: each operator run / floor run | API server, garbage collection CPU s (collections) | probe work, median of its samples (ms of its own CPU) | steal (s) |\n")
+	b.WriteString("|---|---|---|---|---|\n")
+	for _, r := range rs {
+		runs := func(format func(pace) string) string {
+			return joined(r.RunPaces, " ", format) + " / " + joined(r.FloorPaces, " ", format)
+		}
+		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s |\n", r.N,
+			runs(func(p pace) string { return fmt.Sprintf("%.0f", p.APIServerAlloc) }),
+			runs(func(p pace) string { return fmt.Sprintf("%.2f (%.0f)", p.APIServerGC, p.APIServerCycles) }),
+			runs(func(p pace) string { return fmt.Sprintf("%.2f", float64(p.Work.Microseconds())/1000) }),
+			runs(func(p pace) string { return fmt.Sprintf("%.1f", p.Machine.Steal) }))
+	}
 	b.WriteString("\n### Counts, restart, memory and renewal spread (first run)\n\n")
 	b.WriteString("| N | STS calls per AssumedRole | API writes per issuance (Secret + status) | events per issuance | restart: STS calls | restart: writes | start-up (not counted) | restart: idle after | RSS idle (no ARs → N) | of which private | private memory per AssumedRole | peak RSS (during the burst) | Go heap in use (no ARs → N) | renewal spread: busiest second |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -834,6 +854,7 @@ func cpuSeconds(pid int) float64 {
 // settle waits until the API server and etcd are idle (under 5% of a core for a second), so that
 // a timed phase does not pay for the work of the one before it (the API server and etcd keep
 // working for a while after a burst: garbage collection, compaction).
+
 func settle(t *testing.T) {
 	t.Helper()
 	busy := func() float64 { return cpuNow(nil).controlPlane() }
