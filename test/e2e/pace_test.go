@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -54,8 +55,9 @@ type paceProbe struct {
 // startPace starts sampling: every paceEvery, on a thread of its own, it walks a fixed random
 // chain through 16 MiB (memory, the part of the machine other guests share) and hashes 256 KiB
 // (one core's own speed), and keeps the thread's CPU time for that.
-func startPace() *paceProbe {
-	p := &paceProbe{stop: make(chan struct{}), done: make(chan []time.Duration, 1), machine0: machineNow(), api0: apiServerRuntime()}
+func startPace(t *testing.T) *paceProbe {
+	t.Helper()
+	p := &paceProbe{stop: make(chan struct{}), done: make(chan []time.Duration, 1), machine0: machineNow(t), api0: apiServerRuntime(t)}
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
@@ -76,25 +78,35 @@ func startPace() *paceProbe {
 }
 
 // finish stops sampling and returns the run's pace.
-func (p *paceProbe) finish() pace {
+func (p *paceProbe) finish(t *testing.T) pace {
+	t.Helper()
 	close(p.stop)
-	api := apiServerRuntime()
-	return pace{Work: median(<-p.done), Machine: machineNow().since(p.machine0),
+	api := apiServerRuntime(t)
+	return pace{Work: median(<-p.done), Machine: machineNow(t).since(p.machine0),
 		APIServerGC: api.APIServerGC - p.api0.APIServerGC, APIServerGCIdle: api.APIServerGCIdle - p.api0.APIServerGCIdle, APIServerAlloc: api.APIServerAlloc - p.api0.APIServerAlloc, APIServerCycles: api.APIServerCycles - p.api0.APIServerCycles}
 }
 
-// apiServerRuntime reads the API server's garbage collection figures so far from its metrics
-// (the Go runtime's own counters); zero when they cannot be read.
-func apiServerRuntime() pace {
+// apiServerRuntime reads the API server's allocation and garbage collection so far from its
+// metrics (the Go runtime's own counters).
+func apiServerRuntime(t *testing.T) pace {
+	t.Helper()
 	c, err := rest.HTTPClientFor(cp.Config(cluster.AdminToken))
 	if err != nil {
-		return pace{}
+		t.Fatal(err)
 	}
 	m, err := scrapeWith(c, cp.URL+"/metrics")
 	if err != nil {
-		return pace{}
+		t.Fatalf("API server metrics: %v", err)
 	}
-	return pace{APIServerGC: m["go_cpu_classes_gc_total_cpu_seconds_total"], APIServerGCIdle: m["go_cpu_classes_gc_mark_idle_cpu_seconds_total"], APIServerAlloc: m["go_gc_heap_allocs_bytes_total"] / (1 << 20), APIServerCycles: m["go_gc_cycles_total_gc_cycles_total"]}
+	metric := func(name string) float64 {
+		v, ok := m[name]
+		if !ok {
+			t.Fatalf("the API server's metrics have no %s", name)
+		}
+		return v
+	}
+	return pace{APIServerGC: metric("go_cpu_classes_gc_total_cpu_seconds_total"), APIServerGCIdle: metric("go_cpu_classes_gc_mark_idle_cpu_seconds_total"),
+		APIServerAlloc: metric("go_gc_heap_allocs_bytes_total") / (1 << 20), APIServerCycles: metric("go_gc_cycles_total_gc_cycles_total")}
 }
 
 // paceChain is the probe's chain: one cycle through all its slots in a random order, so each
@@ -146,20 +158,23 @@ func (m machineTime) since(before machineTime) machineTime {
 }
 
 // machineNow reads /proc/stat's cpu line (user nice system idle iowait irq softirq steal, in
-// 1/100 s); zero when it cannot be read.
-func machineNow() machineTime {
+// 1/100 s).
+func machineNow(t *testing.T) machineTime {
+	t.Helper()
 	raw, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return machineTime{}
+		t.Fatal(err)
 	}
 	line, _, _ := strings.Cut(string(raw), "\n")
 	f := strings.Fields(line)
 	if len(f) < 9 || f[0] != "cpu" {
-		return machineTime{}
+		t.Fatalf("/proc/stat begins %q, not with the cpu line", line)
 	}
 	v := make([]float64, 9)
 	for i := 1; i < 9; i++ {
-		v[i], _ = strconv.ParseFloat(f[i], 64)
+		if v[i], err = strconv.ParseFloat(f[i], 64); err != nil {
+			t.Fatalf("/proc/stat: %v", err)
+		}
 		v[i] /= 100 // USER_HZ
 	}
 	return machineTime{User: v[1] + v[2], System: v[3] + v[6], Softirq: v[7], Idle: v[4] + v[5], Steal: v[8]}

@@ -375,7 +375,7 @@ func issueRun(t *testing.T, url, ns string, n int, args []string) run {
 	settle(t)
 	probe := speedProbe()
 	audit := followAudit(t, ns)
-	sampling := startPace() // before the operator starts: its first read of the API server's metrics is not in the run
+	sampling := startPace(t) // before the operator starts: its first read of the API server's metrics is not in the run
 	launched := time.Now()
 	op := operator(t, replicaA, url, args...)
 	start := workersStarted(t, op)
@@ -391,7 +391,7 @@ func issueRun(t *testing.T, url, ns string, n int, args []string) run {
 		if audit.poll(t) >= n {
 			if after == nil {
 				u := cpuNow(op)
-				after, res.pace = &u, sampling.finish()
+				after, res.pace = &u, sampling.finish(t)
 			}
 			if allReady(t, ns, n, &res.list) {
 				break
@@ -476,7 +476,7 @@ func floor(t *testing.T, writes []issuance, rep int) floorRun {
 	settle(t)
 	probe := speedProbe()
 	audit := followAudit(t, ns)
-	sampling := startPace()
+	sampling := startPace(t)
 	start := time.Now()
 	before := cpuNow(nil)
 	done := profile(t, ns, n, nil)
@@ -496,7 +496,7 @@ func floor(t *testing.T, writes []issuance, rep int) floorRun {
 	if got := audit.poll(t); got != n {
 		t.Fatalf("floor: the audit log shows %d status writes, want %d", got, n)
 	}
-	res := floorRun{took: audit.last.Sub(start), cpu: cpuNow(nil).since(before), probe: probe, pace: sampling.finish()}
+	res := floorRun{took: audit.last.Sub(start), cpu: cpuNow(nil).since(before), probe: probe, pace: sampling.finish(t)}
 	done()
 	deleteRunObjects(t, ns)
 	t.Logf("N=%d floor in %s: %v; CPU seconds %s; %s", n, ns, res.took, res.cpu, res.pace)
@@ -854,7 +854,6 @@ func cpuSeconds(pid int) float64 {
 // settle waits until the API server and etcd are idle (under 5% of a core for a second), so that
 // a timed phase does not pay for the work of the one before it (the API server and etcd keep
 // working for a while after a burst: garbage collection, compaction).
-
 func settle(t *testing.T) {
 	t.Helper()
 	busy := func() float64 { return cpuNow(nil).controlPlane() }
