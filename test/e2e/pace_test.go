@@ -15,9 +15,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"k8s.io/client-go/rest"
-
-	"github.com/rolekeeper/rolekeeper/test/cluster"
 )
 
 // pace is what the machine and the API server did while one timed run went on.
@@ -90,7 +87,7 @@ func (p *paceProbe) finish(t *testing.T) pace {
 // metrics (the Go runtime's own counters).
 func apiServerRuntime(t *testing.T) pace {
 	t.Helper()
-	c, err := rest.HTTPClientFor(cp.Config(cluster.AdminToken))
+	c, err := adminHTTP()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -940,7 +940,7 @@ func profile(t *testing.T, ns string, n int, op *cluster.Process) (wait func()) 
 		return func() {}
 	}
 	seconds := max(1, n/200)
-	httpClient, err := rest.HTTPClientFor(cp.Config(cluster.AdminToken))
+	httpClient, err := adminHTTP()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -989,6 +989,10 @@ func profile(t *testing.T, ns string, n int, op *cluster.Process) (wait func()) 
 		}
 	}
 }
+
+// adminHTTP is one HTTP client with the cluster administrator's credentials, for the API
+// server's metrics and profiles, so that each read does not set up a connection of its own.
+var adminHTTP = sync.OnceValues(func() (*http.Client, error) { return rest.HTTPClientFor(cp.Config(cluster.AdminToken)) })
 
 // apiRequests reads the API server's request counter, by verb, resource and subresource, to see
 // which requests a run made besides the writes the audit log counts.
