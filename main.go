@@ -191,13 +191,15 @@ func softMemoryLimit(gomemlimit, containerLimit string) (int64, bool) {
 // Responses are not gzipped. The API server would compress every watch event it sends (the
 // operator's own Secret and status writes come back on its watches) and the operator would
 // inflate each one: CPU on both sides, for credentials that hardly compress, over the cluster
-// network. On a busy control plane that CPU is what limits how fast N issuances land.
+// network. On a busy control plane that CPU is what limits how fast N issuances land. The
+// transport lets the cache decode the watches of the operator's own kinds (controllers.CacheOptions).
 func clientConfig() (*rest.Config, error) {
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return nil, fmt.Errorf("loading kubeconfig: %w", err)
 	}
 	cfg.DisableCompression = true
+	cfg.Wrap(controllers.WatchTransport)
 	return cfg, nil
 }
 

@@ -261,7 +261,9 @@ func (w statusFailingWriter) Patch(ctx context.Context, obj client.Object, patch
 func (h *harness) start() {
 	h.t.Helper()
 	logger := zap.New(zap.WriteTo(h.logs), zap.UseDevMode(false))
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	opCfg := rest.CopyConfig(cfg)
+	opCfg.Wrap(controllers.WatchTransport)
+	mgr, err := ctrl.NewManager(opCfg, ctrl.Options{
 		Scheme:                 scheme,
 		Cache:                  controllers.CacheOptions(append([]string{h.ns}, h.extra...)),
 		MapperProvider:         controllers.NewRESTMapper,

@@ -103,7 +103,9 @@ func startOperator(cfg *rest.Config) (func(), error) {
 	if err := k8s.Create(ctx, policy); err != nil {
 		return nil, err
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	opCfg := rest.CopyConfig(cfg)
+	opCfg.Wrap(controllers.WatchTransport)
+	mgr, err := ctrl.NewManager(opCfg, ctrl.Options{
 		Scheme:                 controllers.NewScheme(),
 		Cache:                  controllers.CacheOptions([]string{ns}),
 		Metrics:                metricsserver.Options{BindAddress: "0"},

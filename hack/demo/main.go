@@ -243,7 +243,9 @@ func shutdown(stop context.CancelFunc, done <-chan error) error {
 // wires it.
 func startOperator(ctx context.Context, cp *cluster.ControlPlane, endpoint string) (<-chan error, error) {
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	mgr, err := ctrl.NewManager(cp.Config(cluster.OperatorToken), ctrl.Options{
+	cfg := cp.Config(cluster.OperatorToken)
+	cfg.Wrap(controllers.WatchTransport)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 controllers.NewScheme(),
 		Cache:                  controllers.CacheOptions(nil),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
