@@ -108,12 +108,23 @@ type Result struct {
 	RequestID        string
 }
 
+// policyChars reports whether s keeps to STS's character set for an inline session policy: tab,
+// line feed, carriage return and U+0020 to U+00FF (a byte that is not UTF-8 is U+FFFD, outside
+// it). A loop over the runes, not a regular expression: the policy is the longest string in a
+// request, and it is checked on every issuance.
+func policyChars(s string) bool {
+	for _, c := range s {
+		if (c < 0x20 || c > 0xFF) && c != '\t' && c != '\n' && c != '\r' {
+			return false
+		}
+	}
+	return true
+}
+
 var (
 	// An IAM path is any run of U+0021-U+007E between slashes; names keep to [\w+=,.@-].
-	roleArnRe   = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/([!-~]*/)?[\w+=,.@-]+$`)
-	policyArnRe = regexp.MustCompile(`^arn:aws[a-z-]*:iam::([0-9]{12}|aws):policy/([!-~]*/)?[\w+=,.@-]+$`)
-	// policyCharsRe is STS's character set for an inline session policy.
-	policyCharsRe     = regexp.MustCompile(`^[\t\n\r\x{20}-\x{FF}]*$`)
+	roleArnRe         = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/([!-~]*/)?[\w+=,.@-]+$`)
+	policyArnRe       = regexp.MustCompile(`^arn:aws[a-z-]*:iam::([0-9]{12}|aws):policy/([!-~]*/)?[\w+=,.@-]+$`)
 	sessionNameRe     = regexp.MustCompile(`^[\w+=,.@-]+$`)
 	externalIDRe      = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
 	tagKeyRe          = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+@-]+$`)
@@ -170,7 +181,7 @@ func (r AssumeRoleRequest) Validate() error {
 	if r.Policy != "" && !json.Valid([]byte(r.Policy)) {
 		errs = append(errs, errors.New("policy is not valid JSON"))
 	}
-	if !policyCharsRe.MatchString(r.Policy) {
+	if !policyChars(r.Policy) {
 		errs = append(errs, errors.New("policy may contain only tab, line feed, carriage return and U+0020 to U+00FF: write other characters as JSON escapes"))
 	}
 	if len(r.PolicyArns) > MaxPolicyArns {
