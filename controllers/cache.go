@@ -57,8 +57,9 @@ func CacheOptions(namespaces []string) cache.Options {
 
 // newInformer is client-go's informer, with the watches of the operator's own kinds decoded by
 // watchdecode when the REST config carries WatchTransport: client-go's decoding of AssumedRole
-// events took a sixth of the operator's CPU while it issued (see package watchdecode). Other kinds (Secrets, served as
-// protobuf; metadata-only and unstructured objects) are decoded by client-go.
+// events took a sixth of the operator's CPU while it issued (see package watchdecode). Other
+// kinds (Secrets, served as protobuf; metadata-only and unstructured objects) are decoded by
+// client-go.
 func newInformer(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, indexers toolscache.Indexers) toolscache.SharedIndexInformer {
 	if gvk, ok := ownKind(obj); ok {
 		lw = watchdecode.ListerWatcher(lw, gvk, func() runtime.Object {
