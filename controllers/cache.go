@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/selection"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -73,8 +74,13 @@ func newInformer(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Du
 	return toolscache.NewSharedIndexInformer(lw, obj, resync, indexers)
 }
 
-// ownScheme knows the operator's kinds, for ownKind and the objects the watches decode into.
-var ownScheme = NewScheme()
+// ownScheme knows the operator's kinds alone, for ownKind and the objects the watches decode
+// into: NewScheme's Kubernetes kinds would only cost start-up time and memory here.
+var ownScheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(rkv1.AddToScheme(s))
+	return s
+}()
 
 // ownKind is obj's kind when it is a typed object of the operator's API group.
 func ownKind(obj runtime.Object) (schema.GroupVersionKind, bool) {
