@@ -62,13 +62,22 @@ type ControlPlane struct {
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() int {
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+func FreePort() int { return FreePorts(1)[0] }
+
+// FreePorts returns n distinct TCP ports on 127.0.0.1 that were free a moment ago. Each port's
+// listener stays open until all are chosen: one closed at once can be handed out again at the
+// next pick, and two processes told the same port fail to start (etcd's client and peer URLs).
+func FreePorts(n int) []int {
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		defer func() { _ = l.Close() }()
+		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 // Options change how the API server runs. The zero value is the loopback control plane of the
@@ -110,7 +119,8 @@ func StartWith(assets, dir string, o Options) (*ControlPlane, error) {
 	if err := os.WriteFile(filepath.Join(dir, "sa.key"), keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	etcdPort, peerPort, apiPort := FreePort(), FreePort(), FreePort()
+	ports := FreePorts(3)
+	etcdPort, peerPort, apiPort := ports[0], ports[1], ports[2]
 	addr := "127.0.0.1"
 	if o.Address != "" {
 		addr = o.Address

@@ -67,7 +67,8 @@ func StartOn(t testing.TB, host string, env ...string) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port, console := cluster.FreePort(), cluster.FreePort()
+	ports := cluster.FreePorts(2)
+	port, console := ports[0], ports[1]
 	s.URL = fmt.Sprintf("http://%s:%d", host, port)
 	cmd := exec.CommandContext(context.Background(), bin, "server", filepath.Join(dir, "data"), "--quiet", "--address", fmt.Sprintf("%s:%d", host, port), "--console-address", fmt.Sprintf("%s:%d", host, console))
 	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+s.RootUser, "MINIO_ROOT_PASSWORD="+s.RootPassword, "MINIO_BROWSER=off", "MINIO_UPDATE=off")
