@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -27,13 +28,34 @@ func main() {
 	timeScale := flag.Float64("time-scale", 1, "divide granted lifetimes by this: 60 makes a 900 s session last 15 s")
 	strict := flag.Bool("strict-roles", false, "refuse roles that have no rule (set rules with POST /_ststest/role)")
 	urlFile := flag.String("url-file", "", "write the base URL to this file once listening")
+	pprofAddr := flag.String("pprof-addr", "", "serve Go's profiles (/debug/pprof/) on this address, apart from STS (benchmarks)")
 	var extra principalsFlag
 	flag.Var(&extra, "principal", "another identity that may sign calls, as ACCESS_KEY:SECRET_KEY:ARN (repeatable)")
 	flag.Parse()
+	if *pprofAddr != "" {
+		if err := servePprof(*pprofAddr); err != nil {
+			fmt.Fprintln(os.Stderr, "ststest:", err)
+			os.Exit(1)
+		}
+	}
 	if err := run(*addr, append([]ststest.Principal{{AccessKeyID: *accessKey, SecretAccessKey: *secretKey, Arn: *arn}}, extra...), *timeScale, *strict, *urlFile); err != nil {
 		fmt.Fprintln(os.Stderr, "ststest:", err)
 		os.Exit(1)
 	}
+}
+
+// servePprof serves the emulator's own profiles on addr, on a listener of its own: the scale
+// benchmark reads where the emulator's CPU goes, since it shares the machine with the operator.
+func servePprof(addr string) error {
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	go func() { _ = http.Serve(l, mux) }()
+	return nil
 }
 
 // principalsFlag collects -principal ACCESS_KEY:SECRET_KEY:ARN values.

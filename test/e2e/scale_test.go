@@ -110,8 +110,12 @@ func TestScale(t *testing.T) {
 		ns = append(ns, n)
 	}
 	// A dedicated emulator with real time: renewal jitter is measured in real seconds.
-	emu1, err := startProcess("ststest-scale", bins["ststest"], nil, "-addr", "127.0.0.1:0", "-time-scale", "1",
-		"-access-key", replicaA.AccessKeyID, "-secret-key", replicaA.SecretAccessKey, "-arn", replicaA.Arn, "-url-file", filepath.Join(work, "scale.url"))
+	emuArgs := []string{"-addr", "127.0.0.1:0", "-time-scale", "1",
+		"-access-key", replicaA.AccessKeyID, "-secret-key", replicaA.SecretAccessKey, "-arn", replicaA.Arn, "-url-file", filepath.Join(work, "scale.url")}
+	if os.Getenv("ROLEKEEPER_SCALE_PROFILE") != "" {
+		emuArgs = append(emuArgs, fmt.Sprintf("-pprof-addr=127.0.0.1:%d", freePort()))
+	}
+	emu1, err := startProcess("ststest-scale", bins["ststest"], nil, emuArgs...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -929,11 +933,11 @@ func heapProfile(t *testing.T, ns string, op *cluster.Process) {
 }
 
 // profile, when ROLEKEEPER_SCALE_PROFILE names a directory, records CPU profiles of the API
-// server and (for an operator run) of the operator over about the time N issuances take, as
-// <dir>/<namespace>-{apiserver,operator}.pprof, to see where a run's time goes, and the requests
-// the API server served meanwhile, by verb and resource (<dir>/<namespace>-requests.txt). It
-// returns a function that waits for them. The operator serves its profile on its
-// --pprof-bind-address.
+// server and, for an operator run, of the operator and the STS emulator over about the time N
+// issuances take, as <dir>/<namespace>-{apiserver,operator,emulator}.pprof, to see where a run's
+// time goes, and the requests the API server served meanwhile, by verb and resource
+// (<dir>/<namespace>-requests.txt). It returns a function that waits for them. The operator
+// serves its profile on its --pprof-bind-address, the emulator on its -pprof-addr.
 func profile(t *testing.T, ns string, n int, op *cluster.Process) (wait func()) {
 	dir := os.Getenv("ROLEKEEPER_SCALE_PROFILE")
 	if dir == "" {
@@ -949,6 +953,11 @@ func profile(t *testing.T, ns string, n int, op *cluster.Process) (wait func()) 
 		for _, arg := range op.Cmd.Args {
 			if addr, ok := strings.CutPrefix(arg, "--pprof-bind-address="); ok {
 				targets["operator"] = "http://" + addr
+			}
+		}
+		for _, arg := range scaleEmulator.Cmd.Args {
+			if addr, ok := strings.CutPrefix(arg, "-pprof-addr="); ok {
+				targets["emulator"] = "http://" + addr
 			}
 		}
 	}
