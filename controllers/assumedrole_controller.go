@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -66,6 +67,9 @@ type AssumedRoleReconciler struct {
 	// AssumedRole's Secret, until the cache shows them: a cached Secret issued earlier is a
 	// cache that has not caught up.
 	written sync.Map // types.NamespacedName → time.Time
+	// sourced is set once an AssumedRole with spec.source has been indexed (indexSource), and
+	// never cleared: until then no AssumedRole has dependents to wake.
+	sourced atomic.Bool
 }
 
 // scope is what one reconcile knows about one AssumedRole.
@@ -177,17 +181,18 @@ func (r *AssumedRoleReconciler) patchStatus(ctx context.Context, s *scope) error
 
 // checkAccess refuses requests no AssumedRolePolicy allows, before any call to AWS and before
 // anything else is done with the spec. A policy or namespace change re-queues through the
-// watches.
+// watches. Every reconcile asks it, and access.Evaluate only reads: the policies and the
+// namespace are the cache's own objects, not copies (nothing here may change them).
 func (r *AssumedRoleReconciler) checkAccess(ctx context.Context, s *scope) outcome {
 	if !r.Options.RequireAccessPolicy {
 		return proceed()
 	}
 	var policies rkv1.AssumedRolePolicyList
-	if err := r.List(ctx, &policies); err != nil {
+	if err := r.List(ctx, &policies, client.UnsafeDisableDeepCopy); err != nil {
 		return failed(err)
 	}
 	var ns corev1.Namespace
-	if err := r.Get(ctx, client.ObjectKey{Name: s.ar.Namespace}, &ns); err != nil {
+	if err := r.Get(ctx, client.ObjectKey{Name: s.ar.Namespace}, &ns, client.UnsafeDisableDeepCopy); err != nil {
 		return failed(err)
 	}
 	if d := access.Evaluate(policies.Items, access.Namespace{Name: ns.Name, Labels: ns.Labels}, AccessRequest(s.ar)); !d.Allowed {

@@ -53,12 +53,7 @@ func (r *AssumedRoleReconciler) setup(ctx context.Context, mgr ctrl.Manager, rec
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorder("rolekeeper")
 	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &rkv1.AssumedRole{}, sourceIndex, func(o client.Object) []string {
-		if src := o.(*rkv1.AssumedRole).Spec.Source; src != nil {
-			return []string{src.AssumedRoleRef.Name}
-		}
-		return nil
-	}); err != nil {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &rkv1.AssumedRole{}, sourceIndex, r.indexSource); err != nil {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
@@ -170,8 +165,25 @@ func (r *AssumedRoleReconciler) caughtUp(ctx context.Context, key, secretKey typ
 	}
 }
 
+// indexSource is the value of sourceIndex for an AssumedRole: the name of the AssumedRole it
+// chains from, if any. It also records that some AssumedRole chains (sourced).
+func (r *AssumedRoleReconciler) indexSource(o client.Object) []string {
+	src := o.(*rkv1.AssumedRole).Spec.Source
+	if src == nil {
+		return nil
+	}
+	if !r.sourced.Load() {
+		r.sourced.Store(true)
+	}
+	return []string{src.AssumedRoleRef.Name}
+}
+
+// dependentsOf lists the AssumedRoles of namespace that chain from source. Every AssumedRole
+// event and every issuance asks it; while no AssumedRole has ever chained (most clusters) the
+// answer is known to be none without a list: indexSource marks the first one before the index
+// holds it, so a list could not have found any either.
 func (r *AssumedRoleReconciler) dependentsOf(ctx context.Context, namespace, source string) []reconcile.Request {
-	if source == "" {
+	if source == "" || !r.sourced.Load() {
 		return nil
 	}
 	var list rkv1.AssumedRoleList
