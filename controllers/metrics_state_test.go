@@ -59,23 +59,21 @@ type copyCountingClient struct {
 	copied, shared int
 }
 
-func (c *copyCountingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	o := (&client.GetOptions{}).ApplyOptions(opts)
-	if o.UnsafeDisableDeepCopy != nil && *o.UnsafeDisableDeepCopy {
+func (c *copyCountingClient) count(unsafe *bool) {
+	if unsafe != nil && *unsafe {
 		c.shared++
 	} else {
 		c.copied++
 	}
+}
+
+func (c *copyCountingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	c.count((&client.GetOptions{}).ApplyOptions(opts).UnsafeDisableDeepCopy)
 	return c.Client.Get(ctx, key, obj, opts...)
 }
 
 func (c *copyCountingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
-	o := (&client.ListOptions{}).ApplyOptions(opts)
-	if o.UnsafeDisableDeepCopy != nil && *o.UnsafeDisableDeepCopy {
-		c.shared++
-	} else {
-		c.copied++
-	}
+	c.count((&client.ListOptions{}).ApplyOptions(opts).UnsafeDisableDeepCopy)
 	return c.Client.List(ctx, list, opts...)
 }
 
