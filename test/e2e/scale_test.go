@@ -61,6 +61,18 @@ const (
 
 var scaleFlags = []string{"--zap-time-encoding=rfc3339nano", "--max-concurrent-reconciles=8", "--sts-qps=500", "--sts-burst=500"}
 
+// scaleOperator runs the operator as replicaA with the Go runtime the chart and config/manager
+// give it: GOMAXPROCS from the container's CPU request rounded up, 1 for the default 50m. (No
+// memory limit: the peak is measured as the heap grows without one.)
+func scaleOperator(t *testing.T, url string, args ...string) *cluster.Process {
+	t.Helper()
+	kc, err := cp.Kubeconfig(cluster.OperatorToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return operatorWithEnv(t, kc, []string{"AWS_ACCESS_KEY_ID=" + replicaA.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + replicaA.SecretAccessKey, "GOMAXPROCS=1"}, url, args...)
+}
+
 // scaleResult is one N's measurements.
 type scaleResult struct {
 	N                           int
@@ -287,7 +299,7 @@ func measure(t *testing.T, url, noise string, n int, guard bool) scaleResult {
 			fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pprofPort)}, scaleFlags...)
 	}
 	ns := namespace(t, fmt.Sprintf("bench-%d", n))
-	op := operator(t, replicaA, url, flags(ns)...)
+	op := scaleOperator(t, url, flags(ns)...)
 	eventually(t, 30*time.Second, "the operator's metrics", func() bool { _, err := scrape(metricsURL); return err == nil })
 	time.Sleep(settleMemory)
 	r.Baseline = memory(t, op, metricsURL)
@@ -323,7 +335,7 @@ func measure(t *testing.T, url, noise string, n int, guard bool) scaleResult {
 	op.Stop()
 	calls, writes := r.STSCalls, r.Writes["total"]
 	restart := time.Now()
-	op = operator(t, replicaA, url, flags(ns)...)
+	op = scaleOperator(t, url, flags(ns)...)
 	eventually(t, 60*time.Second, "the restarted operator's metrics", func() bool { _, err := scrape(metricsURL); return err == nil })
 	waitIdle(t, metricsURL, n)
 	r.RestartIdle = time.Since(restart)
@@ -384,7 +396,7 @@ func issueRun(t *testing.T, url, ns string, n int, args []string) run {
 	audit := followAudit(t, ns)
 	sampling := startPace(t) // before the operator starts: its first read of the API server's metrics is not in the run
 	launched := time.Now()
-	op := operator(t, replicaA, url, args...)
+	op := scaleOperator(t, url, args...)
 	start := workersStarted(t, op)
 	before := cpuNow(op)
 	done := profile(t, ns, n, op)
