@@ -214,6 +214,22 @@ func checkOperator(t *testing.T, service string) {
 		code, body := httpGet(url, "")
 		return code == 200 && strings.Contains(body, `rolekeeper_sts_requests_total{code="OK",operation="AssumeRole"}`)
 	})
+	// GOMAXPROCS comes from the container's CPU request rounded up (50m: one), not from the
+	// node's cores (two here).
+	code, body := httpGet(url, "")
+	if procs := metricLine(body, "go_sched_gomaxprocs_threads"); code != 200 || procs != "go_sched_gomaxprocs_threads 1" {
+		t.Errorf("the operator's GOMAXPROCS: %q (HTTP %d), want 1 from its CPU request", procs, code)
+	}
+}
+
+// metricLine is the sample line of an unlabelled metric in a Prometheus text exposition.
+func metricLine(body, name string) string {
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, name+" ") {
+			return l
+		}
+	}
+	return ""
 }
 
 func leaderPod(t *testing.T, pods []corev1.Pod, holder string) *corev1.Pod {
