@@ -142,17 +142,28 @@ func freePort() int { return cluster.FreePort() }
 // operator runs the rolekeeper binary as its ServiceAccount with the given AWS identity.
 func operator(t *testing.T, identity ststest.Principal, endpoint string, args ...string) *cluster.Process {
 	t.Helper()
+	return operatorAs(t, operatorKubeconfig(t), identity, endpoint, args...)
+}
+
+// operatorKubeconfig is a kubeconfig that authenticates as the operator's ServiceAccount.
+func operatorKubeconfig(t *testing.T) string {
+	t.Helper()
 	kc, err := cp.Kubeconfig(cluster.OperatorToken)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return operatorAs(t, kc, identity, endpoint, args...)
+	return kc
 }
 
 // operatorAs runs the rolekeeper binary with the given kubeconfig and AWS identity.
 func operatorAs(t *testing.T, kc string, identity ststest.Principal, endpoint string, args ...string) *cluster.Process {
 	t.Helper()
-	return operatorWithEnv(t, kc, []string{"AWS_ACCESS_KEY_ID=" + identity.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + identity.SecretAccessKey}, endpoint, args...)
+	return operatorWithEnv(t, kc, keyEnv(identity), endpoint, args...)
+}
+
+// keyEnv is the environment that gives the operator identity's access keys.
+func keyEnv(identity ststest.Principal) []string {
+	return []string{"AWS_ACCESS_KEY_ID=" + identity.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + identity.SecretAccessKey}
 }
 
 // operatorWithEnv runs the rolekeeper binary with the given kubeconfig and AWS environment (the

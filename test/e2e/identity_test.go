@@ -219,12 +219,8 @@ func TestWebIdentityOperator(t *testing.T) {
 	}()
 	t.Cleanup(func() { close(stopRefresh); <-refreshed })
 
-	kc, err := cp.Kubeconfig(cluster.OperatorToken)
-	if err != nil {
-		t.Fatal(err)
-	}
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort())
-	op := operatorWithEnv(t, kc, []string{"AWS_ROLE_ARN=" + operatorRole, "AWS_WEB_IDENTITY_TOKEN_FILE=" + tokenFile, "AWS_ROLE_SESSION_NAME=rolekeeper"},
+	op := operatorWithEnv(t, operatorKubeconfig(t), []string{"AWS_ROLE_ARN=" + operatorRole, "AWS_WEB_IDENTITY_TOKEN_FILE=" + tokenFile, "AWS_ROLE_SESSION_NAME=rolekeeper"},
 		stsURL, "--identity=web-identity", "--watch-namespaces="+ns, "--metrics-bind-address="+metricsAddr)
 
 	names := identityRoles(t, ns)
@@ -324,12 +320,8 @@ func TestRolesAnywhereOperator(t *testing.T) {
 	}
 	first := issue()
 
-	kc, err := cp.Kubeconfig(cluster.OperatorToken)
-	if err != nil {
-		t.Fatal(err)
-	}
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort())
-	op := operatorWithEnv(t, kc, nil, stsURL, "--identity=roles-anywhere",
+	op := operatorWithEnv(t, operatorKubeconfig(t), nil, stsURL, "--identity=roles-anywhere",
 		"--roles-anywhere-trust-anchor-arn="+anchor, "--roles-anywhere-profile-arn="+profile, "--roles-anywhere-role-arn="+operatorRole,
 		"--roles-anywhere-certificate="+filepath.Join(dir, "tls.crt"), "--roles-anywhere-private-key="+filepath.Join(dir, "tls.key"),
 		"--roles-anywhere-endpoint="+stsURL, "--watch-namespaces="+ns, "--metrics-bind-address="+metricsAddr)

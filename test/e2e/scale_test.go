@@ -66,11 +66,7 @@ var scaleFlags = []string{"--zap-time-encoding=rfc3339nano", "--max-concurrent-r
 // memory limit: the peak is measured as the heap grows without one.)
 func scaleOperator(t *testing.T, url string, args ...string) *cluster.Process {
 	t.Helper()
-	kc, err := cp.Kubeconfig(cluster.OperatorToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return operatorWithEnv(t, kc, []string{"AWS_ACCESS_KEY_ID=" + replicaA.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + replicaA.SecretAccessKey, "GOMAXPROCS=1"}, url, args...)
+	return operatorWithEnv(t, operatorKubeconfig(t), append(keyEnv(replicaA), "GOMAXPROCS=1"), url, args...)
 }
 
 // scaleResult is one N's measurements.
